@@ -1,0 +1,1 @@
+"""memcrm's foundation: domain types, errors, settings, validation, auth and tracing."""

