@@ -1,0 +1,72 @@
+"""Typed settings: environment variables with the ``MEMCRM_`` prefix.
+
+Bad values fail at start-up with a message naming the variable (``load_settings``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from memcrm.core.errors import ConfigError
+
+CpuFraction = Annotated[float, Field(gt=0.0, le=8.0)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEMCRM_", extra="forbid", frozen=True)
+
+    # Where the embedded PostgreSQL and Redis keep their data; survives restarts.
+    home: Path = Path(".memcrm")
+    # External stores; unset means start the embedded ones under ``home``.
+    database_url: str | None = None
+    redis_url: str | None = None
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50051, ge=1, le=65535)
+
+    # API keys: a YAML/JSON file, or the same document inline (see memcrm.core.auth).
+    api_keys_file: Path | None = None
+    api_keys: str | None = None
+
+    # Where the public data sets live (training and demos); users may point at their own.
+    data_dir: Path = Path("../shared/data")
+    # The shipped next-best-action model; unset means the artifact inside the package.
+    nba_model_path: Path | None = None
+
+    # Ray Serve: CPU fraction and replica count of each deployment (fits a 2-core machine).
+    gateway_num_cpus: CpuFraction = 0.1
+    ingestion_num_cpus: CpuFraction = 0.5
+    memory_num_cpus: CpuFraction = 0.3
+    recommendation_num_cpus: CpuFraction = 0.5
+    ingestion_replicas: int = Field(default=1, ge=1, le=64)
+    memory_replicas: int = Field(default=1, ge=1, le=64)
+    recommendation_replicas: int = Field(default=1, ge=1, le=64)
+
+    db_pool_max: int = Field(default=8, ge=1, le=256)
+    # Memories a decision looks at.
+    decision_memories: int = Field(default=32, ge=1, le=100)
+
+    @field_validator("database_url", "redis_url", "api_keys", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None or self.redis_url is None
+
+
+def load_settings() -> Settings:
+    """Read the environment; a bad value raises ConfigError naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"MEMCRM_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

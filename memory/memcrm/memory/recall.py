@@ -1,0 +1,71 @@
+"""Reading memories back: recall by relevance and the timeline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from memcrm.core.ports import Embedder
+from memcrm.core.types import Channel, RecalledMemory, TimelinePage
+from memcrm.core.validation import (
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_TOP_K,
+    MAX_PAGE_SIZE,
+    MAX_TOP_K,
+    check_bounded,
+    check_channel,
+    check_id,
+    check_text,
+)
+from memcrm.memory.store import MemoryStore
+
+
+class MemoryReader:
+    def __init__(self, store: MemoryStore, embedder: Embedder) -> None:
+        self._store = store
+        self._embedder = embedder
+
+    def recall(
+        self,
+        tenant_id: str,
+        customer_id: str,
+        query: str,
+        *,
+        top_k: int = 0,
+        as_of: datetime | None = None,
+        channels: Sequence[int] = (),
+    ) -> list[RecalledMemory]:
+        check_id("customer_id", customer_id)
+        check_text("query", query)
+        k = check_bounded("top_k", top_k, DEFAULT_TOP_K, MAX_TOP_K)
+        wanted: list[Channel] = [
+            check_channel(f"channels[{i}]", c, required=True) for i, c in enumerate(channels)
+        ]
+        vector = self._embedder.encode([query])[0] if query.strip() else None
+        return self._store.recall(
+            tenant_id,
+            customer_id,
+            vector,
+            top_k=k,
+            as_of=as_of or datetime.now(UTC),
+            channels=wanted,
+        )
+
+    def timeline(
+        self,
+        tenant_id: str,
+        customer_id: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        as_of: datetime | None = None,
+    ) -> TimelinePage:
+        check_id("customer_id", customer_id)
+        size = check_bounded("page_size", page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        return self._store.timeline(
+            tenant_id,
+            customer_id,
+            page_size=size,
+            page_token=page_token,
+            as_of=as_of or datetime.now(UTC),
+        )

@@ -1,0 +1,37 @@
+"""Shared fixtures: real embedded PostgreSQL (pgvector) and Redis, and the real encoder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from memcrm.memory.embedded import EmbeddedStores  # noqa: E402
+from memcrm.models.encoder import Encoder  # noqa: E402
+
+
+def _short_tmp(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    # Unix socket paths must stay short; pytest's basetemp can be deep.
+    base = Path(os.environ.get("MEMCRM_TEST_TMP", "/tmp"))
+    path = base / f"memcrm-test-{os.getpid()}-{name}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStores]:
+    """A real PostgreSQL 18 with pgvector and a real Redis, started for this test session."""
+    home = _short_tmp(tmp_path_factory, "stores")
+    with EmbeddedStores(home, None, None) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def encoder() -> Encoder:
+    return Encoder()
