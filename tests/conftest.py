@@ -12,8 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from memcrm.memory.embedded import EmbeddedStores  # noqa: E402
-from memcrm.models.encoder import Encoder  # noqa: E402
+from memcrm.memory.embedded import EmbeddedStores
+from memcrm.models.encoder import Encoder
 
 
 def _short_tmp(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:

@@ -8,10 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+from memcrm.core.errors import ConfigError
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from memcrm.core.errors import ConfigError
 
 CpuFraction = Annotated[float, Field(gt=0.0, le=8.0)]
 
@@ -27,6 +26,8 @@ class Settings(BaseSettings):
 
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=50051, ge=1, le=65535)
+    # Ray Serve's HTTP proxy: health (/-/healthz) only; memcrm's API is gRPC.
+    http_port: int = Field(default=8000, ge=1, le=65535)
 
     # API keys: a YAML/JSON file, or the same document inline (see memcrm.core.auth).
     api_keys_file: Path | None = None

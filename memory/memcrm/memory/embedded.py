@@ -20,7 +20,6 @@ from typing import Any
 
 import psycopg
 import redis
-
 from memcrm.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -122,7 +121,9 @@ class EmbeddedPostgres:
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("XDG_RUNTIME_DIR", str(self.directory.parent / "run"))
         Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._server = pgserver.get_server(self.directory, cleanup_mode="stop")
+        self._server = pgserver.get_server(  # type: ignore[attr-defined]
+            self.directory, cleanup_mode="stop"
+        )
         with psycopg.connect(self._server.get_uri(), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
             if exists.fetchone() is None:
@@ -165,7 +166,10 @@ class EmbeddedStores:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 

@@ -61,7 +61,8 @@ class HotState:
             if raw is None:
                 continue
             try:
-                memory_id, version, digest, enrichment = raw.decode().split("|", 3)
+                text = raw.decode() if isinstance(raw, bytes) else str(raw)
+                memory_id, version, digest, enrichment = text.split("|", 3)
                 found[interaction_id] = KnownVersion(
                     memory_id, int(version), bytes.fromhex(digest), enrichment
                 )

@@ -103,7 +103,9 @@ class Ingestor:
             )
             self._hot.remember(tenant_id, _latest(stored))
             for (i, it, _), s in zip(pending, stored, strict=True):
-                outcomes[i] = IngestOutcome(it.interaction_id, s.memory_id, s.duplicate, s.enrichment)
+                outcomes[i] = IngestOutcome(
+                    it.interaction_id, s.memory_id, s.duplicate, s.enrichment
+                )
         return [o for o in outcomes if o is not None]
 
 

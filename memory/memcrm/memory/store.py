@@ -19,12 +19,6 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from numpy.typing import NDArray
-from pgvector.psycopg import register_vector
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
-
 from memcrm.core.errors import InvalidArgument, StoreUnavailable
 from memcrm.core.types import (
     Channel,
@@ -37,6 +31,11 @@ from memcrm.core.types import (
     TimelinePage,
     TraceRef,
 )
+from numpy.typing import NDArray
+from pgvector.psycopg import register_vector
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
 
 _COLUMNS = (
     "memory_id, interaction_id, version, customer_id, channel, direction, occurred_at,"
@@ -87,7 +86,7 @@ class MemoryStore:
     def _conn(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         try:
             with self._pool.connection() as conn:
-                yield conn  # type: ignore[misc]
+                yield conn
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"PostgreSQL unavailable: {exc.__class__.__name__}") from None
 
@@ -249,7 +248,7 @@ class MemoryStore:
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
     register_vector(conn)
-    conn.row_factory = dict_row  # type: ignore[assignment]
+    conn.row_factory = dict_row
     conn.commit()
 
 

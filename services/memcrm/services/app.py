@@ -1,0 +1,54 @@
+"""The memcrm Ray Serve application: a gateway ingress and three independently scaled backends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memcrm.core.settings import Settings
+from memcrm.services.backends import (
+    IngestionDeployment,
+    MemoryDeployment,
+    RecommendationDeployment,
+)
+from memcrm.services.gateway import Gateway
+from ray import serve
+from ray.serve import Application
+
+APP_NAME = "memcrm"
+
+# Every API v1 service the gateway implements; the proxy registers exactly these.
+SERVICER_FUNCTIONS = [
+    "memcrm.v1.ingestion_pb2_grpc.add_IngestionServiceServicer_to_server",
+    "memcrm.v1.memory_pb2_grpc.add_MemoryServiceServicer_to_server",
+    "memcrm.v1.recommendation_pb2_grpc.add_RecommendationServiceServicer_to_server",
+]
+
+
+def _deployment(cls: type[Any], name: str, num_cpus: float, replicas: int) -> Any:
+    return serve.deployment(
+        cls,
+        name=name,
+        ray_actor_options={"num_cpus": num_cpus},
+        num_replicas=replicas,
+        max_ongoing_requests=32,
+    )
+
+
+def build_app(settings: Settings, database_url: str, redis_url: str) -> Application:
+    s = settings
+    stores = (settings, database_url, redis_url)
+    ingestion = _deployment(
+        IngestionDeployment, "ingestion", s.ingestion_num_cpus, s.ingestion_replicas
+    ).bind(*stores)
+    memory = _deployment(MemoryDeployment, "memory", s.memory_num_cpus, s.memory_replicas).bind(
+        *stores
+    )
+    recommendation = _deployment(
+        RecommendationDeployment,
+        "recommendation",
+        s.recommendation_num_cpus,
+        s.recommendation_replicas,
+    ).bind(*stores)
+    gateway = _deployment(Gateway, "gateway", s.gateway_num_cpus, 1)
+    app: Application = gateway.bind(settings, ingestion, memory, recommendation)
+    return app

@@ -1,0 +1,132 @@
+"""The three domain deployments behind the gateway: ingestion, memory and recommendation.
+
+Plain classes, made Ray Serve deployments in ``memcrm.services.app``. Each holds a domain
+service; they receive and return domain types (pickled by Ray), never protobuf, and continue
+the caller's trace from a W3C carrier.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from memcrm.core.errors import InvalidArgument
+from memcrm.core.settings import Settings
+from memcrm.core.tracing import child_span, configure_tracing
+from memcrm.core.types import (
+    Channel,
+    Decision,
+    IngestOutcome,
+    Interaction,
+    RecalledMemory,
+    TimelinePage,
+    TraceRef,
+)
+from memcrm.memory.hot import HotState
+from memcrm.memory.ingest import Ingestor
+from memcrm.memory.recall import MemoryReader
+from memcrm.memory.store import MemoryStore
+
+log = logging.getLogger(__name__)
+
+
+class IngestionDeployment:
+    def __init__(self, settings: Settings, database_url: str, redis_url: str) -> None:
+        from memcrm.models.encoder import Encoder
+
+        configure_tracing("ingestion")
+        self._store = MemoryStore(database_url, max_size=settings.db_pool_max)
+        self._ingestor = Ingestor(self._store, HotState(redis_url), Encoder())
+
+    def ingest(
+        self,
+        tenant_id: str,
+        items: Sequence[Interaction | InvalidArgument],
+        trace: TraceRef,
+        carrier: dict[str, str],
+        field_prefix: str,
+    ) -> list[IngestOutcome]:
+        with child_span("memcrm.ingest", carrier, {"memcrm.items": len(items)}):
+            return self._ingestor.ingest(tenant_id, items, trace, field_prefix=field_prefix)
+
+
+class MemoryDeployment:
+    def __init__(self, settings: Settings, database_url: str, redis_url: str) -> None:
+        from memcrm.models.encoder import Encoder
+
+        configure_tracing("memory")
+        self._reader = MemoryReader(
+            MemoryStore(database_url, max_size=settings.db_pool_max), Encoder()
+        )
+
+    def recall(
+        self,
+        tenant_id: str,
+        customer_id: str,
+        query: str,
+        top_k: int,
+        as_of: datetime | None,
+        channels: list[int],
+        carrier: dict[str, str],
+    ) -> list[RecalledMemory]:
+        with child_span("memcrm.recall", carrier):
+            return self._reader.recall(
+                tenant_id, customer_id, query, top_k=top_k, as_of=as_of, channels=channels
+            )
+
+    def timeline(
+        self,
+        tenant_id: str,
+        customer_id: str,
+        page_size: int,
+        page_token: str,
+        as_of: datetime | None,
+        carrier: dict[str, str],
+    ) -> TimelinePage:
+        with child_span("memcrm.timeline", carrier):
+            return self._reader.timeline(
+                tenant_id, customer_id, page_size=page_size, page_token=page_token, as_of=as_of
+            )
+
+
+class RecommendationDeployment:
+    def __init__(self, settings: Settings, database_url: str, redis_url: str) -> None:
+        from memcrm.decisions.catalog import BUILTIN_CATALOG
+        from memcrm.decisions.recommender import Recommender
+        from memcrm.models.encoder import Encoder
+        from memcrm.models.nba import NbaScorer
+
+        configure_tracing("recommendation")
+        encoder = Encoder()
+        self._reader = MemoryReader(
+            MemoryStore(database_url, max_size=settings.db_pool_max), encoder
+        )
+        scorer = NbaScorer.load(settings.nba_model_path)
+        self._recommender = Recommender(encoder, scorer, BUILTIN_CATALOG)
+        self._memories = settings.decision_memories
+
+    def decide(
+        self,
+        tenant_id: str,
+        customer_id: str,
+        context: str,
+        channel: Channel,
+        top_n: int,
+        as_of: datetime | None,
+        carrier: dict[str, str],
+    ) -> tuple[Decision, datetime]:
+        decided_at = datetime.now(UTC)
+        view = as_of or decided_at
+        with child_span("memcrm.recall", carrier, {"memcrm.top_k": self._memories}):
+            recalled = self._reader.recall(
+                tenant_id, customer_id, context, top_k=self._memories, as_of=view
+            )
+        with child_span(
+            "memcrm.decide",
+            carrier,
+            {"memcrm.memories": len(recalled)},
+            links=[r.memory.ingest_trace for r in recalled],
+        ):
+            decision = self._recommender.decide(recalled, context, channel, top_n, view)
+        return decision, decided_at

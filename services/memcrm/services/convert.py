@@ -1,0 +1,174 @@
+"""Protobuf <-> domain translation. Nothing else in memcrm touches generated messages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from memcrm.core.errors import InvalidArgument
+from memcrm.core.types import (
+    Decision,
+    Enrichment,
+    Explanation,
+    IngestOutcome,
+    Interaction,
+    Memory,
+    RecalledMemory,
+)
+from memcrm.core.validation import check_channel, check_direction
+from memcrm.v1 import common_pb2, ingestion_pb2, memory_pb2, recommendation_pb2
+
+SNIPPET_CHARS = 160
+
+
+def timestamp(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value.astimezone(UTC))
+    return ts
+
+
+def optional_time(msg: Timestamp, has: bool, field: str) -> datetime | None:
+    if not has:
+        return None
+    try:
+        return msg.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(field, "is not a valid timestamp") from None
+
+
+def interaction(msg: common_pb2.Interaction, prefix: str) -> Interaction:
+    """Structural checks only; the domain validates the contract's rules."""
+    occurred = optional_time(msg.occurred_at, msg.HasField("occurred_at"), f"{prefix}.occurred_at")
+    if occurred is None:
+        raise InvalidArgument(f"{prefix}.occurred_at", "is required")
+    return Interaction(
+        interaction_id=msg.interaction_id,
+        customer_id=msg.customer_id,
+        channel=check_channel(f"{prefix}.channel", msg.channel, required=True),
+        direction=check_direction(f"{prefix}.direction", msg.direction),
+        occurred_at=occurred,
+        text=msg.text,
+        subject=msg.subject,
+        actor_id=msg.actor_id,
+        thread_id=msg.thread_id,
+        attributes=dict(msg.attributes),
+    )
+
+
+def interaction_msg(it: Interaction) -> common_pb2.Interaction:
+    return common_pb2.Interaction(
+        interaction_id=it.interaction_id,
+        customer_id=it.customer_id,
+        channel=int(it.channel),  # type: ignore[arg-type]
+        direction=int(it.direction),  # type: ignore[arg-type]
+        occurred_at=timestamp(it.occurred_at),
+        text=it.text,
+        subject=it.subject,
+        actor_id=it.actor_id,
+        thread_id=it.thread_id,
+        attributes=dict(it.attributes),
+    )
+
+
+def enrichment_msg(e: Enrichment | None) -> common_pb2.Enrichment:
+    if e is None:
+        return common_pb2.Enrichment()
+    return common_pb2.Enrichment(model_version=e.model_version)
+
+
+def memory_msg(m: Memory) -> common_pb2.Memory:
+    return common_pb2.Memory(
+        memory_id=m.memory_id,
+        interaction=interaction_msg(m.interaction),
+        enrichment=enrichment_msg(m.enrichment),
+        recorded_at=timestamp(m.recorded_at),
+        trace_id=m.ingest_trace.trace_id,
+        span_id=m.ingest_trace.span_id,
+    )
+
+
+def ingest_response(o: IngestOutcome, trace_id: str) -> ingestion_pb2.IngestResponse:
+    return ingestion_pb2.IngestResponse(
+        interaction_id=o.interaction_id,
+        memory_id=o.memory_id,
+        duplicate=o.duplicate,
+        enrichment=enrichment_msg(o.enrichment),
+        trace_id=trace_id,
+    )
+
+
+def ingest_result(o: IngestOutcome) -> ingestion_pb2.IngestResult:
+    return ingestion_pb2.IngestResult(
+        interaction_id=o.interaction_id,
+        memory_id=o.memory_id,
+        duplicate=o.duplicate,
+        enrichment=enrichment_msg(o.enrichment) if o.enrichment else None,
+        error=o.error,
+    )
+
+
+def recalled_msg(r: RecalledMemory) -> memory_pb2.RecalledMemory:
+    return memory_pb2.RecalledMemory(
+        memory=memory_msg(r.memory),
+        score=r.score,
+        parts=memory_pb2.ScoreParts(
+            semantic=r.parts.semantic,
+            lexical=r.parts.lexical,
+            recency=r.parts.recency,
+            importance=r.parts.importance,
+        ),
+    )
+
+
+def snippet(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1] + "…"
+
+
+def explanation_msg(e: Explanation) -> common_pb2.Explanation:
+    return common_pb2.Explanation(
+        explainer=e.explainer,
+        base_value=e.base_value,
+        output_value=e.output_value,
+        output_name=e.output_name,
+        summary=e.summary,
+        features=[
+            common_pb2.FeatureAttribution(feature=f.feature, value=f.value, shap_value=f.shap_value)
+            for f in e.features
+        ],
+        memories=[
+            common_pb2.MemoryAttribution(
+                memory_id=a.memory.memory_id,
+                interaction_id=a.memory.interaction.interaction_id,
+                shap_value=a.shap_value,
+                trace_id=a.memory.ingest_trace.trace_id,
+                span_id=a.memory.ingest_trace.span_id,
+                snippet=snippet(a.memory.interaction.text or a.memory.interaction.subject),
+                occurred_at=timestamp(a.memory.interaction.occurred_at),
+            )
+            for a in e.memories
+        ],
+    )
+
+
+def decision_msg(
+    d: Decision, recommendation_id: str, decided_at: datetime, trace_id: str
+) -> recommendation_pb2.NextBestActionResponse:
+    return recommendation_pb2.NextBestActionResponse(
+        recommendation_id=recommendation_id,
+        trace_id=trace_id,
+        model_version=d.model_version,
+        decided_at=timestamp(decided_at),
+        actions=[
+            recommendation_pb2.RecommendedAction(
+                action_id=a.action_id,
+                title=a.title,
+                rank=a.rank,
+                score=a.score,
+                propensity=a.propensity,
+                value=a.value,
+                explanation=explanation_msg(a.explanation),
+            )
+            for a in d.actions
+        ],
+    )

@@ -1,0 +1,253 @@
+"""The gRPC ingress: authenticate, open the server span, translate, delegate, map errors.
+
+Ray Serve's gRPC proxy routes every RPC of API v1 here by method name (RPC names are unique
+across services); the work happens in the ingestion, memory and recommendation deployments.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+from memcrm.core.auth import KeyRing, require
+from memcrm.core.errors import InvalidArgument
+from memcrm.core.settings import Settings
+from memcrm.core.tracing import (
+    add_links,
+    configure_tracing,
+    current_carrier,
+    server_span,
+    set_attributes,
+    trace_ref,
+)
+from memcrm.core.types import Interaction, Principal
+from memcrm.core.validation import (
+    DEFAULT_TOP_N,
+    MAX_BATCH,
+    check_bounded,
+    check_channel,
+    check_id,
+    check_interaction,
+    check_text,
+)
+from memcrm.services import convert
+from memcrm.services.status import to_status
+from memcrm.v1 import ingestion_pb2, memory_pb2, recommendation_pb2
+from opentelemetry.trace import Span
+from ray.serve.grpc_util import RayServegRPCContext
+from ray.serve.handle import DeploymentHandle
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+MAX_TOP_N = 20
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        ingestion: DeploymentHandle[Any],
+        memory: DeploymentHandle[Any],
+        recommendation: DeploymentHandle[Any],
+    ) -> None:
+        configure_tracing("gateway")
+        self._keys = KeyRing.configured(settings.api_keys_file, settings.api_keys)
+        self._ingestion = ingestion
+        self._memory = memory
+        self._recommendation = recommendation
+
+    async def _serve(
+        self,
+        rpc: str,
+        role: str,
+        ctx: RayServegRPCContext,
+        empty: type[M],
+        work: Callable[[Principal, Span], Awaitable[M]],
+    ) -> M:
+        metadata = ctx.invocation_metadata()
+        with server_span(rpc, metadata, {"rpc.system": "grpc", "rpc.method": rpc}) as span:
+            trace_id = trace_ref(span).trace_id
+            try:
+                principal = self._keys.authenticate(metadata)
+                require(principal, role)
+                set_attributes(span, {"memcrm.tenant": principal.tenant_id})
+                return await work(principal, span)
+            except Exception as exc:
+                code, details = to_status(exc, trace_id)
+                set_attributes(span, {"rpc.grpc.status_code": code.value[0]})
+                ctx.set_code(code)
+                ctx.set_details(details)
+                return empty()
+
+    # IngestionService ---------------------------------------------------------------------
+
+    async def Ingest(  # noqa: N802 - gRPC method names
+        self, request: ingestion_pb2.IngestRequest, grpc_context: RayServegRPCContext
+    ) -> ingestion_pb2.IngestResponse:
+        async def work(p: Principal, span: Span) -> ingestion_pb2.IngestResponse:
+            if not request.HasField("interaction"):
+                raise InvalidArgument("interaction", "is required")
+            item = convert.interaction(request.interaction, "interaction")
+            # One item: its validation error is the call's error, field named.
+            check_interaction(item, "interaction", datetime.now(UTC))
+            outcome = (await self._ingest(p, [item], span, "interaction"))[0]
+            if outcome.error:
+                raise InvalidArgument("interaction", outcome.error)
+            return convert.ingest_response(outcome, trace_ref(span).trace_id)
+
+        return await self._serve(
+            "memcrm.v1.IngestionService/Ingest",
+            "writer",
+            grpc_context,
+            ingestion_pb2.IngestResponse,
+            work,
+        )
+
+    async def IngestBatch(  # noqa: N802
+        self, request: ingestion_pb2.IngestBatchRequest, grpc_context: RayServegRPCContext
+    ) -> ingestion_pb2.IngestBatchResponse:
+        async def work(p: Principal, span: Span) -> ingestion_pb2.IngestBatchResponse:
+            if len(request.interactions) > MAX_BATCH:
+                raise InvalidArgument("interactions", f"at most {MAX_BATCH} per batch")
+            items: list[Interaction | InvalidArgument] = []
+            for i, msg in enumerate(request.interactions):
+                try:
+                    items.append(convert.interaction(msg, f"interactions[{i}]"))
+                except InvalidArgument as exc:
+                    items.append(exc)
+            outcomes = await self._ingest(p, items, span, "interactions")
+            # Translation failures carry no id; answer with the caller's.
+            results = [convert.ingest_result(o) for o in outcomes]
+            for result, msg in zip(results, request.interactions, strict=True):
+                result.interaction_id = result.interaction_id or msg.interaction_id
+            set_attributes(span, {"memcrm.items": len(items)})
+            return ingestion_pb2.IngestBatchResponse(
+                results=results, trace_id=trace_ref(span).trace_id
+            )
+
+        return await self._serve(
+            "memcrm.v1.IngestionService/IngestBatch",
+            "writer",
+            grpc_context,
+            ingestion_pb2.IngestBatchResponse,
+            work,
+        )
+
+    async def _ingest(
+        self, p: Principal, items: list[Interaction | InvalidArgument], span: Span, prefix: str
+    ) -> list[Any]:
+        result: list[Any] = await self._ingestion.ingest.remote(
+            p.tenant_id, items, trace_ref(span), current_carrier(), prefix
+        )
+        return result
+
+    # MemoryService ------------------------------------------------------------------------
+
+    async def Recall(  # noqa: N802
+        self, request: memory_pb2.RecallRequest, grpc_context: RayServegRPCContext
+    ) -> memory_pb2.RecallResponse:
+        async def work(p: Principal, span: Span) -> memory_pb2.RecallResponse:
+            as_of = convert.optional_time(request.as_of, request.HasField("as_of"), "as_of")
+            set_attributes(span, {"memcrm.customer_id": request.customer_id})
+            recalled = await self._memory.recall.remote(
+                p.tenant_id,
+                request.customer_id,
+                request.query,
+                request.top_k,
+                as_of,
+                list(request.channels),
+                current_carrier(),
+            )
+            return memory_pb2.RecallResponse(
+                memories=[convert.recalled_msg(r) for r in recalled],
+                trace_id=trace_ref(span).trace_id,
+            )
+
+        return await self._serve(
+            "memcrm.v1.MemoryService/Recall",
+            "reader",
+            grpc_context,
+            memory_pb2.RecallResponse,
+            work,
+        )
+
+    async def GetTimeline(  # noqa: N802
+        self, request: memory_pb2.GetTimelineRequest, grpc_context: RayServegRPCContext
+    ) -> memory_pb2.GetTimelineResponse:
+        async def work(p: Principal, span: Span) -> memory_pb2.GetTimelineResponse:
+            as_of = convert.optional_time(request.as_of, request.HasField("as_of"), "as_of")
+            set_attributes(span, {"memcrm.customer_id": request.customer_id})
+            page = await self._memory.timeline.remote(
+                p.tenant_id,
+                request.customer_id,
+                request.page_size,
+                request.page_token,
+                as_of,
+                current_carrier(),
+            )
+            return memory_pb2.GetTimelineResponse(
+                memories=[convert.memory_msg(m) for m in page.memories],
+                next_page_token=page.next_page_token,
+                trace_id=trace_ref(span).trace_id,
+            )
+
+        return await self._serve(
+            "memcrm.v1.MemoryService/GetTimeline",
+            "reader",
+            grpc_context,
+            memory_pb2.GetTimelineResponse,
+            work,
+        )
+
+    # RecommendationService ----------------------------------------------------------------
+
+    async def NextBestAction(  # noqa: N802
+        self, request: recommendation_pb2.NextBestActionRequest, grpc_context: RayServegRPCContext
+    ) -> recommendation_pb2.NextBestActionResponse:
+        async def work(p: Principal, span: Span) -> recommendation_pb2.NextBestActionResponse:
+            check_id("customer_id", request.customer_id)
+            check_text("context", request.context)
+            channel = check_channel("channel", request.channel, required=False)
+            top_n = check_bounded("top_n", request.top_n, DEFAULT_TOP_N, MAX_TOP_N)
+            as_of = convert.optional_time(request.as_of, request.HasField("as_of"), "as_of")
+            set_attributes(span, {"memcrm.customer_id": request.customer_id})
+            decision, decided_at = await self._recommendation.decide.remote(
+                p.tenant_id,
+                request.customer_id,
+                request.context,
+                channel,
+                top_n,
+                as_of,
+                current_carrier(),
+            )
+            cited = {
+                a.memory.memory_id: a.memory.ingest_trace
+                for action in decision.actions
+                for a in action.explanation.memories
+            }
+            add_links(span, cited.values())
+            recommendation_id = str(uuid.uuid4())
+            set_attributes(
+                span,
+                {
+                    "memcrm.recommendation_id": recommendation_id,
+                    "memcrm.model_version": decision.model_version,
+                    "memcrm.cited_memories": len(cited),
+                },
+            )
+            return convert.decision_msg(
+                decision, recommendation_id, decided_at, trace_ref(span).trace_id
+            )
+
+        return await self._serve(
+            "memcrm.v1.RecommendationService/NextBestAction",
+            "recommender",
+            grpc_context,
+            recommendation_pb2.NextBestActionResponse,
+            work,
+        )
