@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +19,7 @@ from memcrm.models.encoder import Encoder
 
 def _short_tmp(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     # Unix socket paths must stay short; pytest's basetemp can be deep.
-    base = Path(os.environ.get("MEMCRM_TEST_TMP", "/tmp"))
-    path = base / f"memcrm-test-{os.getpid()}-{name}"
+    path = Path("/tmp") / f"memcrm-test-{os.getpid()}-{name}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -30,6 +30,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStores]
     home = _short_tmp(tmp_path_factory, "stores")
     with EmbeddedStores(home, None, None) as started:
         yield started
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ Bad values fail at start-up with a message naming the variable (``load_settings`
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -61,8 +62,16 @@ class Settings(BaseSettings):
         return self.database_url is None or self.redis_url is None
 
 
+# Read by the command-line client, not by the server.
+CLIENT_VARIABLES = frozenset({"MEMCRM_ADDRESS", "MEMCRM_API_KEY"})
+
+
 def load_settings() -> Settings:
-    """Read the environment; a bad value raises ConfigError naming the variable."""
+    """Read the environment; a bad value or an unknown MEMCRM_ variable raises ConfigError."""
+    known = {f"MEMCRM_{name.upper()}" for name in Settings.model_fields} | CLIENT_VARIABLES
+    unknown = sorted(k for k in os.environ if k.startswith("MEMCRM_") and k not in known)
+    if unknown:
+        raise ConfigError(f"unknown settings {unknown}; known: {sorted(known)}")
     try:
         return Settings()
     except ValidationError as exc:

@@ -1,0 +1,77 @@
+"""Starts the real Ray Serve application on the test session's stores, exporting spans to a
+real OTLP receiver, with three API keys: two tenants and a reader-only key."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from memcrm.core.settings import Settings
+from memcrm.memory.embedded import EmbeddedStores
+from memcrm.memory.migrate import migrate
+from memcrm.services.run import ServeRuntime
+from tests.e2e.otlp import OtlpCollector
+
+KEY_DEMO = "memcrm-dev"
+KEY_OTHER = "other-tenant-key"
+KEY_READER = "demo-reader-key"
+API_KEYS = f"""
+keys:
+  - {{key: {KEY_DEMO}, tenant: demo, roles: [writer, reader, recommender, auditor, admin]}}
+  - {{key: {KEY_OTHER}, tenant: other, roles: [writer, reader, recommender]}}
+  - {{key: {KEY_READER}, tenant: demo, roles: [reader]}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def collector() -> Iterator[OtlpCollector]:
+    c = OtlpCollector()
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="session")
+def service(stores: EmbeddedStores, collector: OtlpCollector) -> Iterator[ServeRuntime]:
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    settings = Settings(
+        grpc_port=free_port(),
+        http_port=free_port(),
+        api_keys=API_KEYS,
+        database_url=stores.database_url,
+        redis_url=stores.redis_url,
+    )
+    migrate(stores.database_url)
+    runtime = ServeRuntime(settings, stores.database_url, stores.redis_url)
+    runtime.start()
+    try:
+        yield runtime
+    finally:
+        runtime.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def channel(service: ServeRuntime) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(service.address) as ch:
+        yield ch
