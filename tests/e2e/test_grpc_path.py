@@ -3,6 +3,7 @@ action with its SHAP explanation and trace links, idempotency, errors, auth and 
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -205,11 +206,17 @@ def test_bad_input_is_invalid_argument_naming_the_field(stubs: tuple[object, ...
     missing_time = common_pb2.Interaction(
         interaction_id="x-1", customer_id="c-1", channel=common_pb2.CHANNEL_EMAIL, text="hi"
     )
+    bad_customer = interaction("c-1", 0, "hello")
+    bad_customer.customer_id = "not an id!"
     cases = [
-        (ingest.Ingest, ingestion_pb2.IngestRequest(interaction=missing_time), "interaction.occurred_at"),  # type: ignore[attr-defined]
         (
             ingest.Ingest,  # type: ignore[attr-defined]
-            ingestion_pb2.IngestRequest(interaction=interaction("bad id!", 0, "hello")),
+            ingestion_pb2.IngestRequest(interaction=missing_time),
+            "interaction.occurred_at",
+        ),
+        (
+            ingest.Ingest,  # type: ignore[attr-defined]
+            ingestion_pb2.IngestRequest(interaction=bad_customer),
             "interaction.customer_id",
         ),
         (
@@ -298,8 +305,10 @@ def test_another_tenant_sees_nothing_of_the_first(
 def test_grpc_proxy_listens_on_the_configured_host_only(service: ServeRuntime) -> None:
     port = service.settings.grpc_port
     listening = {
-        c.laddr.ip
+        ipaddress.ip_address(c.laddr.ip)
         for c in psutil.net_connections(kind="inet")
         if c.status == psutil.CONN_LISTEN and c.laddr.port == port
     }
-    assert listening == {"127.0.0.1"}
+    # gRPC may bind a dual-stack socket: ::ffff:127.0.0.1 is 127.0.0.1.
+    plain = {getattr(ip, "ipv4_mapped", None) or ip for ip in listening}
+    assert plain == {ipaddress.ip_address("127.0.0.1")}

@@ -27,6 +27,10 @@ class InvalidArgument(MemcrmError):
         self.field = field
         self.problem = problem
 
+    def __reduce__(self) -> tuple[type[InvalidArgument], tuple[str, str]]:
+        # Errors cross process boundaries (Ray handles) by pickling.
+        return (type(self), (self.field, self.problem))
+
 
 class Unauthenticated(MemcrmError):
     status = "UNAUTHENTICATED"
@@ -43,6 +47,9 @@ class NotFound(MemcrmError):
         super().__init__(f"{kind} {ident!r} not found")
         self.kind = kind
         self.ident = ident
+
+    def __reduce__(self) -> tuple[type[NotFound], tuple[str, str]]:
+        return (type(self), (self.kind, self.ident))
 
 
 class StoreUnavailable(MemcrmError):

@@ -36,8 +36,8 @@ class Settings(BaseSettings):
 
     # Where the public data sets live (training and demos); users may point at their own.
     data_dir: Path = Path("../shared/data")
-    # The shipped next-best-action model; unset means the artifact inside the package.
-    nba_model_path: Path | None = None
+    # Folder holding the next-best-action model (nba.pt + nba.json); unset: the shipped one.
+    nba_model_dir: Path | None = None
 
     # Ray Serve: CPU fraction and replica count of each deployment (fits a 2-core machine).
     gateway_num_cpus: CpuFraction = 0.1

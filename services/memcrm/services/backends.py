@@ -102,7 +102,7 @@ class RecommendationDeployment:
         self._reader = MemoryReader(
             MemoryStore(database_url, max_size=settings.db_pool_max), encoder
         )
-        scorer = NbaScorer.load(settings.nba_model_path)
+        scorer = NbaScorer(settings.nba_model_dir)
         self._recommender = Recommender(encoder, scorer, BUILTIN_CATALOG)
         self._memories = settings.decision_memories
 

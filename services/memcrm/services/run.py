@@ -70,7 +70,8 @@ class ServeRuntime:
             ),
         )
         app = build_app(self.settings, self.database_url, self.redis_url)
-        serve.run(app, name=APP_NAME, route_prefix=None, blocking=False)
+        # gRPC routing needs the application in the proxy's route table: a route prefix.
+        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
         self._wait_for_proxy()
 
     def _wait_for_proxy(self, timeout_s: float = 120.0) -> None:
