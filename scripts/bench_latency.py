@@ -64,9 +64,7 @@ def main() -> None:
     ingest = ingestion_pb2_grpc.IngestionServiceStub(channel)
     memory = memory_pb2_grpc.MemoryServiceStub(channel)
     recommend = recommendation_pb2_grpc.RecommendationServiceStub(channel)
-    healthz = channel.unary_unary(
-        "/ray.serve.RayServeAPIService/Healthz", lambda b: b, lambda b: b
-    )
+    healthz = channel.unary_unary("/ray.serve.RayServeAPIService/Healthz", lambda b: b, lambda b: b)
     customer = f"bench-{uuid.uuid4().hex[:8]}"
     t0 = datetime.now(UTC) - timedelta(days=30)
 

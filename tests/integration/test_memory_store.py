@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
+
 from memcrm.core.errors import InvalidArgument
 from memcrm.core.types import Channel, Direction, Interaction, TraceRef
 from memcrm.memory.embedded import EmbeddedStores

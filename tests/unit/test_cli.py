@@ -14,6 +14,9 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from rich.console import Console
+from typer.testing import CliRunner
+
 from memcrm.cli.client import default_address
 from memcrm.cli.main import app
 from memcrm.cli.readers import (
@@ -40,8 +43,6 @@ from memcrm.v1 import (
     memory_pb2,
     recommendation_pb2,
 )
-from rich.console import Console
-from typer.testing import CliRunner
 
 TWEETS_HEADER = (
     "tweet_id,airline_sentiment,airline_sentiment_confidence,negativereason,"

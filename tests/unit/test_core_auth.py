@@ -7,11 +7,12 @@ import pytest
 from memcrm.core.auth import DEV_KEY, KeyRing, require
 from memcrm.core.errors import ConfigError, PermissionDenied, Unauthenticated
 
-DOC = """
+GLOBEX_SHA = hashlib.sha256(b"globex-secret").hexdigest()
+DOC = f"""
 keys:
-  - {key: acme-writer-key, tenant: acme, roles: [writer]}
-  - {key_sha256: %s, tenant: globex, roles: [reader, auditor]}
-""" % hashlib.sha256(b"globex-secret").hexdigest()
+  - {{key: acme-writer-key, tenant: acme, roles: [writer]}}
+  - {{key_sha256: {GLOBEX_SHA}, tenant: globex, roles: [reader, auditor]}}
+"""
 
 
 def test_dev_default_accepts_the_dev_key_for_demo_with_every_role() -> None:

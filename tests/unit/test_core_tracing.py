@@ -51,9 +51,9 @@ def test_child_span_in_another_process_joins_through_the_carrier(
         pass
     child = spans.get_finished_spans()[-1]
     assert child.context.trace_id == server.get_span_context().trace_id
-    assert [(f"{ln.context.trace_id:032x}", f"{ln.context.span_id:016x}") for ln in child.links] == [
-        (ref.trace_id, ref.span_id)
-    ]
+    assert [
+        (f"{ln.context.trace_id:032x}", f"{ln.context.span_id:016x}") for ln in child.links
+    ] == [(ref.trace_id, ref.span_id)]
 
 
 def test_errors_are_recorded_and_reraised(spans: InMemorySpanExporter) -> None:

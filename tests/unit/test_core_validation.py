@@ -32,7 +32,7 @@ def test_a_valid_interaction_passes() -> None:
         ({"customer_id": "ünicode"}, "i.customer_id"),
         ({"channel": Channel.UNSPECIFIED}, "i.channel"),
         ({"occurred_at": NOW + timedelta(days=1, seconds=1)}, "i.occurred_at"),
-        ({"occurred_at": datetime(2026, 1, 1)}, "i.occurred_at"),  # noqa: DTZ001 - naive on purpose
+        ({"occurred_at": datetime(2026, 1, 1)}, "i.occurred_at"),
         ({"text": "x" * (32 * 1024 + 1)}, "i.text"),
         ({"text": "é" * (16 * 1024 + 1)}, "i.text"),
         ({"actor_id": "bad actor"}, "i.actor_id"),

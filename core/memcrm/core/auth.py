@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import yaml
+
 from memcrm.core.errors import ConfigError, PermissionDenied, Unauthenticated
 from memcrm.core.types import ROLES, Principal
 from memcrm.core.validation import ID_PATTERN

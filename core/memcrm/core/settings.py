@@ -9,9 +9,10 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from memcrm.core.errors import ConfigError
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from memcrm.core.errors import ConfigError
 
 CpuFraction = Annotated[float, Field(gt=0.0, le=8.0)]
 

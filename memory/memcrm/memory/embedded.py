@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 import redis
+
 from memcrm.core.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import psycopg
+
 from memcrm.core.errors import ConfigError
 
 _LOCK_KEY = 0x6D656D63726D  # "memcrm"

@@ -19,6 +19,12 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from numpy.typing import NDArray
+from pgvector.psycopg import register_vector
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
 from memcrm.core.errors import InvalidArgument, StoreUnavailable
 from memcrm.core.types import (
     Channel,
@@ -31,11 +37,6 @@ from memcrm.core.types import (
     TimelinePage,
     TraceRef,
 )
-from numpy.typing import NDArray
-from pgvector.psycopg import register_vector
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 
 _COLUMNS = (
     "memory_id, interaction_id, version, customer_id, channel, direction, occurred_at,"

@@ -9,6 +9,7 @@ from typing import Self
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from memcrm.v1 import (
     common_pb2,
     ingestion_pb2,

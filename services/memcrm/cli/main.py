@@ -16,6 +16,8 @@ import typer
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from rich.console import Console
+
 from memcrm.cli.client import DEFAULT_API_KEY, MemcrmClient, default_address
 from memcrm.cli.readers import (
     BadRow,
@@ -47,7 +49,6 @@ from memcrm.cli.render import (
     render_timeline,
 )
 from memcrm.v1 import common_pb2, memory_pb2
-from rich.console import Console
 
 MAX_BATCH = 500
 MAX_BATCH_BYTES = 3 * 1024 * 1024  # below gRPC's default 4 MiB a server accepts

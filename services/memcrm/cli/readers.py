@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from memcrm.v1 import common_pb2
 
 ID_CHARSET = "[A-Za-z0-9._:@/-]"

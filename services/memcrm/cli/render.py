@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from datetime import UTC
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from memcrm.v1 import common_pb2, ingestion_pb2, memory_pb2, recommendation_pb2
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
+
+from memcrm.v1 import common_pb2, ingestion_pb2, memory_pb2, recommendation_pb2
 
 BAR_HALF = 10
 SNIPPET_CHARS = 70

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ray import serve
+from ray.serve import Application
+
 from memcrm.core.settings import Settings
 from memcrm.services.backends import (
     IngestionDeployment,
@@ -11,8 +14,6 @@ from memcrm.services.backends import (
     RecommendationDeployment,
 )
 from memcrm.services.gateway import Gateway
-from ray import serve
-from ray.serve import Application
 
 APP_NAME = "memcrm"
 

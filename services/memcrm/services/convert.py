@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from memcrm.core.errors import InvalidArgument
 from memcrm.core.types import (
     Decision,

@@ -13,6 +13,10 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
+from opentelemetry.trace import Span
+from ray.serve.grpc_util import RayServegRPCContext
+from ray.serve.handle import DeploymentHandle
+
 from memcrm.core.auth import KeyRing, require
 from memcrm.core.errors import InvalidArgument
 from memcrm.core.settings import Settings
@@ -37,9 +41,6 @@ from memcrm.core.validation import (
 from memcrm.services import convert
 from memcrm.services.status import to_status
 from memcrm.v1 import ingestion_pb2, memory_pb2, recommendation_pb2
-from opentelemetry.trace import Span
-from ray.serve.grpc_util import RayServegRPCContext
-from ray.serve.handle import DeploymentHandle
 
 log = logging.getLogger(__name__)
 

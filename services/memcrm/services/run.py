@@ -14,6 +14,7 @@ import time
 from types import FrameType
 
 import grpc
+
 from memcrm.core.auth import DEV_KEY, DEV_TENANT
 from memcrm.core.errors import ConfigError, MemcrmError
 from memcrm.core.settings import Settings, load_settings
@@ -43,9 +44,10 @@ class ServeRuntime:
 
     def start(self) -> None:
         import ray
-        from memcrm.services.app import APP_NAME, SERVICER_FUNCTIONS, build_app
         from ray import serve
         from ray.serve.config import gRPCOptions
+
+        from memcrm.services.app import APP_NAME, SERVICER_FUNCTIONS, build_app
 
         env = {k: v for k, v in os.environ.items() if k in _FORWARDED_ENV}
         env.update({k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_PREFIXES)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 import grpc
+
 from memcrm.core.errors import MemcrmError
 
 log = logging.getLogger(__name__)
