@@ -39,7 +39,9 @@ class Encoder:
         self._lock = threading.Lock()
         dim = self._model.get_embedding_dimension()
         if dim != EMBEDDING_DIM:
-            raise ValueError(f"encoder at {path} gives {dim} dimensions, memcrm needs {EMBEDDING_DIM}")
+            raise ValueError(
+                f"encoder at {path} gives {dim} dimensions, memcrm needs {EMBEDDING_DIM}"
+            )
         self.name = ENCODER_NAME if model_path is None else path.name
 
     def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:

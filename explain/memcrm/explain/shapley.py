@@ -1,0 +1,155 @@
+"""SHAP values of a generic cooperative game, computed with the ``shap`` library.
+
+A game is ``value_fn(coalitions) -> values``: ``coalitions`` is a boolean matrix
+(n, n_players), True = player present; ``values`` is (n, n_outputs). We hand shap a single
+background row of zeros (every player absent) and explain the all-ones row (every player
+present), so shap's masked inputs *are* coalitions, ``base_value`` is the game's value with
+every player absent and ``output_value`` its value with every player present.
+
+Which shap explainer:
+
+* ``shap.ExactExplainer`` when ``2 ** n_players <= max_evals``: it enumerates every coalition
+  (in Gray-code order), giving the exact Shapley values for no more evaluations than the
+  sampling budget would have used.
+* ``shap.PermutationExplainer`` otherwise: it walks ``max_evals // (2 n_players + 1)`` random
+  permutations forward and backward (antithetic). Every walk telescopes from the empty to the
+  full coalition, so ``base + sum(values) == output`` holds exactly, whatever the budget; one
+  antithetic pair is already exact for games with at most pairwise interactions, and more pairs
+  reduce the sampling error of higher-order interactions. :func:`default_max_evals` buys ten
+  antithetic pairs (shap's own default for ``max_evals="auto"``).
+
+``PermutationExplainer`` draws its permutations from numpy's *global* RNG, seeded with
+``np.random.seed(seed)`` when it is built. To make equal inputs give equal numbers in a
+multi-threaded server, explainer construction and use run under one lock, and the global RNG
+state is restored afterwards so callers' numpy randomness is not disturbed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import shap
+from numpy.typing import NDArray
+
+ADDITIVITY_TOLERANCE = 1e-4
+DEFAULT_PERMUTATIONS = 10
+
+ValueFn = Callable[[NDArray[np.bool_]], NDArray[np.float64]]
+
+_LOCK = threading.Lock()
+
+
+class AdditivityError(ArithmeticError):
+    """base + sum(SHAP values) differs from the output value by more than the tolerance."""
+
+
+@dataclass(frozen=True, slots=True)
+class GameExplanation:
+    """The SHAP values of one output of a game."""
+
+    output_index: int
+    base_value: float  # value with every player absent
+    output_value: float  # value with every player present
+    values: NDArray[np.float64]  # (n_players,)
+    explainer: str  # the shap explainer and its settings
+
+
+def default_max_evals(n_players: int, permutations: int = DEFAULT_PERMUTATIONS) -> int:
+    """The budget for ``permutations`` antithetic permutation pairs of ``n_players`` players."""
+    return permutations * (2 * max(n_players, 1) + 1)
+
+
+def uses_exact(n_players: int, max_evals: int) -> bool:
+    return bool(2**n_players <= max_evals)
+
+
+def explain_game(
+    value_fn: ValueFn,
+    n_players: int,
+    *,
+    seed: int,
+    max_evals: int | None = None,
+    tolerance: float = ADDITIVITY_TOLERANCE,
+) -> list[GameExplanation]:
+    """SHAP values of every output of the game; same inputs and seed give identical numbers.
+
+    Raises ``AdditivityError`` when ``base + sum(values)`` misses the all-present value by more
+    than ``tolerance`` for any output, and ``ValueError`` for a malformed game.
+    """
+    if n_players < 0:
+        raise ValueError("n_players must not be negative")
+    budget = default_max_evals(n_players) if max_evals is None else int(max_evals)
+
+    def game(coalitions: NDArray[np.bool_]) -> NDArray[np.float64]:
+        out = np.asarray(value_fn(coalitions), dtype=np.float64)
+        if out.ndim != 2 or out.shape[0] != coalitions.shape[0]:
+            raise ValueError(f"value_fn must return (n, n_outputs), got {out.shape}")
+        return out
+
+    ends = game(np.stack([np.zeros(n_players, bool), np.ones(n_players, bool)]))
+    base, full = ends[0], ends[1]
+    n_outputs = int(ends.shape[1])
+    if n_players == 0:
+        values = np.zeros((0, n_outputs))
+        description = "none (no players)"
+    else:
+        values, description = _shap_values(game, n_players, n_outputs, seed, budget)
+    explanations = []
+    for k in range(n_outputs):
+        gap = abs(base[k] + float(values[:, k].sum()) - full[k])
+        if not gap <= tolerance:
+            raise AdditivityError(
+                f"output {k}: base {base[k]:.6f} + sum {values[:, k].sum():.6f} != "
+                f"output {full[k]:.6f} (gap {gap:.2e} > {tolerance:.0e}) with {description}"
+            )
+        explanations.append(
+            GameExplanation(
+                output_index=k,
+                base_value=float(base[k]),
+                output_value=float(full[k]),
+                values=np.ascontiguousarray(values[:, k], dtype=np.float64),
+                explainer=description,
+            )
+        )
+    return explanations
+
+
+def _shap_values(
+    game: ValueFn, n_players: int, n_outputs: int, seed: int, max_evals: int
+) -> tuple[NDArray[np.float64], str]:
+    def model(masked: NDArray[np.float64]) -> NDArray[np.float64]:
+        return game(np.asarray(masked) > 0.5)
+
+    background = np.zeros((1, n_players))
+    point = np.ones((1, n_players))
+    if uses_exact(n_players, max_evals):
+        exact = shap.explainers.ExactExplainer(model, background)
+        result = exact(point, max_evals=max_evals, silent=True)
+        description = f"shap.ExactExplainer(max_evals={max_evals})"
+    else:
+        minimum = 2 * n_players + 1
+        if max_evals < minimum:
+            raise ValueError(f"max_evals={max_evals} is below 2 * n_players + 1 = {minimum}")
+        with _LOCK:
+            state = np.random.get_state()
+            try:
+                permutation = shap.PermutationExplainer(model, background, seed=seed)
+                result = permutation(point, max_evals=max_evals, silent=True)
+            finally:
+                np.random.set_state(state)
+        description = f"shap.PermutationExplainer(max_evals={max_evals}, seed={seed})"
+    values = np.asarray(result.values, dtype=np.float64).reshape(n_players, n_outputs)
+    return values, description
+
+
+def warm_up() -> None:
+    """Compile shap's numba kernels now rather than inside the first request (~seconds)."""
+
+    def game(coalitions: NDArray[np.bool_]) -> NDArray[np.float64]:
+        return coalitions.astype(np.float64) @ np.ones((coalitions.shape[1], 2))
+
+    explain_game(game, 3, seed=0)
+    explain_game(game, 12, seed=0)

@@ -1,0 +1,291 @@
+"""Serving the shipped next-best-action propensity model, and its artifact format.
+
+An artifact is two files in one directory: ``<name>.pt`` (a torch state dict of
+:class:`~memcrm.models.nba_net.NbaNet`) and ``<name>.json`` (the manifest: version, sha256 of the
+``.pt``, catalog, hyperparameters, seed, training data and metrics). ``NbaScorer`` checks the
+sha256 before it unpickles anything, so a corrupted or swapped weights file fails loudly at
+start-up instead of serving different numbers under the same version.
+
+Serving runs the network in float64: it is tiny, and in double precision a coalition's output
+depends on how many coalitions share a forward pass only at the 1e-15 level, far inside the
+1e-4 SHAP additivity contract. Equal inputs always give bit-identical outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from memcrm.core.errors import ConfigError
+from memcrm.core.types import EMBEDDING_DIM, RecalledMemory
+from memcrm.decisions.catalog import BUILTIN_CATALOG, Action, catalog_fingerprint
+from memcrm.models.nba_net import NbaHyperParams, NbaNet
+
+ARTIFACT_NAME = "nba"
+MANIFEST_FORMAT = 1
+SECONDS_PER_DAY = 86_400.0
+
+
+def default_artifact_dir() -> Path:
+    return Path(__file__).resolve().parent / "artifacts"
+
+
+class ArtifactIntegrityError(ConfigError):
+    """The model artifact is missing, does not match its manifest, or does not fit the catalog."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryFeatures:
+    """The model's view of a set of memories: one row per memory."""
+
+    embeddings: NDArray[np.float32]  # (M, EMBEDDING_DIM)
+    ages_days: NDArray[np.float64]  # (M,)
+    channels: NDArray[np.int64]  # (M,) Channel values
+    directions: NDArray[np.int64]  # (M,) Direction values
+
+    def __post_init__(self) -> None:
+        m = self.embeddings.shape[0]
+        if self.embeddings.shape != (m, EMBEDDING_DIM):
+            raise ValueError(f"embeddings must be (n_memories, {EMBEDDING_DIM})")
+        for name in ("ages_days", "channels", "directions"):
+            if getattr(self, name).shape != (m,):
+                raise ValueError(f"{name} must be ({m},)")
+
+    def __len__(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    @classmethod
+    def empty(cls) -> MemoryFeatures:
+        return cls(
+            embeddings=np.zeros((0, EMBEDDING_DIM), dtype=np.float32),
+            ages_days=np.zeros(0, dtype=np.float64),
+            channels=np.zeros(0, dtype=np.int64),
+            directions=np.zeros(0, dtype=np.int64),
+        )
+
+    @classmethod
+    def from_recalled(cls, recalled: Sequence[RecalledMemory], now: datetime) -> MemoryFeatures:
+        """Ages are ``now - occurred_at`` in days (never negative); naive times count as UTC."""
+        if not recalled:
+            return cls.empty()
+        now_utc = _as_utc(now)
+        ages = [
+            max((now_utc - _as_utc(r.memory.interaction.occurred_at)).total_seconds(), 0.0)
+            / SECONDS_PER_DAY
+            for r in recalled
+        ]
+        return cls(
+            embeddings=np.stack([np.asarray(r.embedding, dtype=np.float32) for r in recalled]),
+            ages_days=np.asarray(ages, dtype=np.float64),
+            channels=np.asarray([int(r.memory.interaction.channel) for r in recalled], np.int64),
+            directions=np.asarray(
+                [int(r.memory.interaction.direction) for r in recalled], np.int64
+            ),
+        )
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class PreparedDecision:
+    """One decision's memories and context encoded once; coalitions then cost one matmul.
+
+    Player ``i < n_memories`` is memory ``i``; player ``n_memories`` is the current context.
+    Coalitions that mean the same input (duplicates, or differing only in an absent context)
+    are scored once, so they get bit-identical outputs and a player that cannot change the
+    input gets a SHAP value of exactly zero.
+    """
+
+    def __init__(self, net: NbaNet, memories: MemoryFeatures, context: NDArray[Any] | None):
+        self.n_memories = len(memories)
+        self.n_players = self.n_memories + 1
+        self.has_context = context is not None
+        self._net = net
+        with torch.inference_mode():
+            self._encoded = net.encode_memories(
+                torch.from_numpy(memories.embeddings).to(torch.float64),
+                torch.from_numpy(memories.ages_days).to(torch.float64),
+                torch.from_numpy(memories.channels),
+                torch.from_numpy(memories.directions),
+            )
+            if context is None:
+                self._context = torch.zeros(net.hp.hidden, dtype=torch.float64)
+            else:
+                vector = np.asarray(context, dtype=np.float64).reshape(EMBEDDING_DIM)
+                self._context = net.encode_context(torch.from_numpy(vector))
+            self._action_terms = net.action_terms()
+
+    def logits(
+        self, coalitions: NDArray[np.bool_], actions: Sequence[int] | None = None
+    ) -> NDArray[np.float64]:
+        """(n, n_players) bool -> log-odds (n, n_actions), or (n, len(actions)) for a subset.
+
+        ``actions`` are catalog indices; the head then runs only for them (the cost of an
+        explanation is dominated by the head, so explaining 3 of 6 actions halves it).
+        """
+        mask = np.array(coalitions, dtype=bool)
+        if mask.ndim != 2 or mask.shape[1] != self.n_players:
+            raise ValueError(f"coalitions must be (n, {self.n_players}) booleans")
+        if not self.has_context:
+            mask[:, self.n_memories] = False
+        packed = np.ascontiguousarray(np.packbits(mask, axis=1))
+        keys = packed.view(np.dtype((np.void, packed.shape[1]))).reshape(-1)
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        unique = mask[first]
+        with torch.inference_mode():
+            present = torch.from_numpy(unique).to(torch.float64)
+            pooled = present[:, : self.n_memories] @ self._encoded
+            context = present[:, self.n_memories :] * self._context.unsqueeze(0)
+            terms = self._action_terms if actions is None else self._action_terms[list(actions)]
+            out = self._net.score_with(pooled, context, terms)
+        result: NDArray[np.float64] = out.numpy().astype(np.float64)[inverse.reshape(-1)]
+        return result
+
+    def full_logits(self) -> NDArray[np.float64]:
+        """Log-odds (n_actions,) with every memory and the context present."""
+        row: NDArray[np.float64] = self.logits(np.ones((1, self.n_players), dtype=bool))[0]
+        return row
+
+
+class NbaScorer:
+    """The shipped propensity model, loaded from a verified artifact."""
+
+    def __init__(
+        self,
+        artifact_dir: Path | str | None = None,
+        *,
+        name: str = ARTIFACT_NAME,
+        catalog: Sequence[Action] = BUILTIN_CATALOG,
+    ) -> None:
+        directory = Path(artifact_dir) if artifact_dir is not None else default_artifact_dir()
+        manifest_path = directory / f"{name}.json"
+        weights_path = directory / f"{name}.pt"
+        if not manifest_path.is_file() or not weights_path.is_file():
+            raise ArtifactIntegrityError(
+                f"model artifact {name!r} not found in {directory} "
+                "(run `python -m memcrm.models.train_nba`)"
+            )
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
+        expected = str(manifest.get("sha256", ""))
+        actual = file_sha256(weights_path)
+        if actual != expected:
+            raise ArtifactIntegrityError(
+                f"model artifact {weights_path} has sha256 {actual} but its manifest says "
+                f"{expected or '(nothing)'}; refusing to load"
+            )
+        ids = [entry["action_id"] for entry in manifest["catalog"]]
+        if ids != [a.action_id for a in catalog]:
+            raise ArtifactIntegrityError(
+                f"model {manifest['version']} was trained for actions {ids}, "
+                f"not {[a.action_id for a in catalog]}"
+            )
+        if manifest.get("catalog_fingerprint") != catalog_fingerprint(catalog):
+            raise ArtifactIntegrityError(
+                f"the catalog's titles or descriptions changed since model {manifest['version']} "
+                "was trained; retrain it"
+            )
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        net = NbaNet(
+            torch.zeros(len(ids), EMBEDDING_DIM),
+            NbaHyperParams.from_dict(manifest["hyperparameters"]),
+        )
+        net.load_state_dict(state)
+        net.eval()
+        self._net = net.double()
+        self._net.requires_grad_(False)
+        self.manifest: Mapping[str, Any] = manifest
+        self.version: str = str(manifest["version"])
+        self.sha256: str = actual
+        self.encoder_name: str = str(manifest.get("encoder", ""))
+        self.catalog: tuple[Action, ...] = tuple(catalog)
+        self.action_ids: tuple[str, ...] = tuple(ids)
+
+    def prepare(self, memories: MemoryFeatures, context: NDArray[Any] | None) -> PreparedDecision:
+        """Encode one decision's memories and context (``None`` = no current message)."""
+        return PreparedDecision(self._net, memories, context)
+
+    def logits(self, memories: MemoryFeatures, context: NDArray[Any] | None) -> NDArray[np.float64]:
+        """Log-odds of success (n_actions,) in catalog order, every memory present."""
+        return self.prepare(memories, context).full_logits()
+
+    def score_coalitions(
+        self,
+        memories: MemoryFeatures,
+        context: NDArray[Any] | None,
+        coalitions: NDArray[np.bool_],
+    ) -> NDArray[np.float64]:
+        """Log-odds (n, n_actions) for coalitions (n, n_memories + 1); last column = context."""
+        return self.prepare(memories, context).logits(coalitions)
+
+    def forward_batch(
+        self,
+        embeddings: NDArray[np.float32],
+        ages_days: NDArray[np.float64],
+        channels: NDArray[np.int64],
+        directions: NDArray[np.int64],
+        mask: NDArray[np.bool_],
+        context: NDArray[np.float32],
+        context_mask: NDArray[np.bool_],
+    ) -> NDArray[np.float64]:
+        """The network's batched forward: (B, M, ...) inputs and masks -> log-odds (B, A)."""
+        with torch.inference_mode():
+            out = self._net(
+                torch.from_numpy(np.asarray(embeddings)).to(torch.float64),
+                torch.from_numpy(np.asarray(ages_days)).to(torch.float64),
+                torch.from_numpy(np.asarray(channels, dtype=np.int64)),
+                torch.from_numpy(np.asarray(directions, dtype=np.int64)),
+                torch.from_numpy(np.asarray(mask, dtype=bool)),
+                torch.from_numpy(np.asarray(context)).to(torch.float64),
+                torch.from_numpy(np.asarray(context_mask, dtype=bool)),
+            )
+        result: NDArray[np.float64] = out.numpy().astype(np.float64, copy=False)
+        return result
+
+
+def sigmoid(logit: float) -> float:
+    if logit >= 0:
+        return 1.0 / (1.0 + math.exp(-logit))
+    z = math.exp(logit)
+    return z / (1.0 + z)
+
+
+def write_artifact(
+    net: NbaNet, out_dir: Path, manifest: dict[str, Any], *, name: str = ARTIFACT_NAME
+) -> dict[str, Any]:
+    """Save ``<name>.pt`` and ``<name>.json``; fills in ``sha256``, ``size_bytes`` and version.
+
+    ``manifest["version"]`` may hold ``{sha}`` which becomes the first 8 hex of the sha256.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights_path = out_dir / f"{name}.pt"
+    state = {key: value.detach().cpu().contiguous() for key, value in net.state_dict().items()}
+    torch.save(state, weights_path)
+    digest = file_sha256(weights_path)
+    manifest = dict(manifest)
+    manifest["format"] = MANIFEST_FORMAT
+    manifest["artifact"] = weights_path.name
+    manifest["sha256"] = digest
+    manifest["size_bytes"] = weights_path.stat().st_size
+    manifest["version"] = str(manifest.get("version", name)).format(sha=digest[:8])
+    manifest_path = out_dir / f"{name}.json"
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", "utf-8")
+    return manifest

@@ -1,0 +1,166 @@
+"""The next-best-action propensity network: a DeepSets model over a customer's memories.
+
+Why a set model: an explanation removes memories from the input, so "memory absent" must mean
+"memory not in the set", not "memory replaced by some baseline". Each memory is encoded on its
+own (text embedding, age, channel, direction), the encodings are summed over the memories that
+are present (a boolean mask), and a head conditioned on each catalog action turns the pooled
+set plus the current context into one log-odds per action. With no memory present the pooled
+sum is the zero vector, so the empty set has a well-defined output. Sum (not mean) pooling keeps
+counts: two recent complaints weigh more than one. ``asinh`` on the pooled sum bounds the
+growth for sets larger than those seen in training while staying close to linear near zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from memcrm.core.types import EMBEDDING_DIM, Channel, Direction
+
+AGE_SCALES_DAYS = (7.0, 30.0, 90.0, 365.0)
+N_AGE_FEATURES = len(AGE_SCALES_DAYS) + 1
+# Training histories span a year; anything older is presented as a year old rather than
+# extrapolated (with a 30-day causal half-life a year-old interaction carries no signal).
+MAX_AGE_DAYS = 365.0
+
+
+@dataclass(frozen=True, slots=True)
+class NbaHyperParams:
+    text_dim: int = 64
+    memory_hidden: int = 96
+    hidden: int = 64
+    head_hidden: int = 128
+    channel_dim: int = 8
+    direction_dim: int = 4
+    text_dropout: float = 0.1  # training only: eval() turns it off
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> NbaHyperParams:
+        defaults = asdict(cls())
+        return cls(**{key: type(defaults[key])(raw[key]) for key in defaults if key in raw})
+
+
+def age_features(age_days: Tensor) -> Tensor:
+    """Recency at several time scales plus a log age: (...,) days -> (..., N_AGE_FEATURES)."""
+    age = age_days.clamp(0.0, MAX_AGE_DAYS)
+    features = [torch.exp(-age / scale) for scale in AGE_SCALES_DAYS]
+    features.append(torch.log1p(age) / math.log1p(MAX_AGE_DAYS))
+    return torch.stack(features, dim=-1)
+
+
+class NbaNet(nn.Module):
+    """P(success | memories, context, action) as log-odds for every catalog action at once."""
+
+    action_text: Tensor
+
+    def __init__(self, action_text: Tensor, hp: NbaHyperParams | None = None) -> None:
+        super().__init__()
+        hp = hp or NbaHyperParams()
+        if action_text.ndim != 2 or action_text.shape[1] != EMBEDDING_DIM:
+            raise ValueError(f"action_text must be (n_actions, {EMBEDDING_DIM})")
+        n_actions = int(action_text.shape[0])
+        self.hp = hp
+        self.n_actions = n_actions
+        # The encoder's embedding of each action's title and description, shipped in the state
+        # dict so serving needs no encoder call for the catalog.
+        self.register_buffer("action_text", action_text.detach().clone().float())
+        self.text_dropout = nn.Dropout(hp.text_dropout)
+        self.text_proj = nn.Linear(EMBEDDING_DIM, hp.text_dim)
+        self.channel_emb = nn.Embedding(len(Channel), hp.channel_dim)
+        self.direction_emb = nn.Embedding(len(Direction), hp.direction_dim)
+        memory_in = hp.text_dim + N_AGE_FEATURES + hp.channel_dim + hp.direction_dim
+        self.memory_mlp = nn.Sequential(
+            nn.Linear(memory_in, hp.memory_hidden),
+            nn.ReLU(),
+            nn.Linear(hp.memory_hidden, hp.hidden),
+        )
+        self.context_mlp = nn.Sequential(
+            nn.Linear(EMBEDDING_DIM, hp.memory_hidden),
+            nn.ReLU(),
+            nn.Linear(hp.memory_hidden, hp.hidden),
+        )
+        self.action_proj = nn.Linear(EMBEDDING_DIM, hp.hidden)
+        self.action_id_emb = nn.Embedding(n_actions, hp.hidden)
+        self.head_set = nn.Linear(hp.hidden, hp.head_hidden)
+        self.head_context = nn.Linear(hp.hidden, hp.head_hidden, bias=False)
+        self.head_action = nn.Linear(hp.hidden, hp.head_hidden, bias=False)
+        self.head_out = nn.Sequential(
+            nn.ReLU(),
+            nn.Linear(hp.head_hidden, hp.head_hidden // 2),
+            nn.ReLU(),
+            nn.Linear(hp.head_hidden // 2, 1),
+        )
+
+    def encode_memories(
+        self, embeddings: Tensor, ages_days: Tensor, channels: Tensor, directions: Tensor
+    ) -> Tensor:
+        """(..., M, 384), (..., M), (..., M) long, (..., M) long -> (..., M, hidden)."""
+        parts = [
+            self.text_proj(self.text_dropout(embeddings)),
+            age_features(ages_days).to(embeddings.dtype),
+            self.channel_emb(channels),
+            self.direction_emb(directions),
+        ]
+        encoded: Tensor = self.memory_mlp(torch.cat(parts, dim=-1))
+        return encoded
+
+    def encode_context(self, context: Tensor) -> Tensor:
+        """(..., 384) -> (..., hidden)."""
+        encoded: Tensor = self.context_mlp(self.text_dropout(context))
+        return encoded
+
+    def action_vectors(self, actions: Tensor | None = None) -> Tensor:
+        """(n_actions or len(actions), hidden): projected action text plus a learned vector."""
+        ids = torch.arange(self.n_actions, device=self.action_text.device)
+        if actions is not None:
+            ids = ids[actions]
+        text = self.action_text[ids].to(self.action_proj.weight.dtype)
+        vectors: Tensor = self.action_proj(text)
+        learned: Tensor = self.action_id_emb(ids)
+        return vectors + learned
+
+    def score(self, pooled: Tensor, context: Tensor, actions: Tensor | None = None) -> Tensor:
+        """Pooled memory sum (B, hidden) and masked context encoding (B, hidden) -> (B, A).
+
+        ``actions`` (long indices) restricts the head to those catalog actions, in that order.
+        """
+        return self.score_with(pooled, context, self.action_terms(actions))
+
+    def action_terms(self, actions: Tensor | None = None) -> Tensor:
+        """The head's per-action term (A, head_hidden); constant for a given model."""
+        terms: Tensor = self.head_action(self.action_vectors(actions))
+        return terms
+
+    def score_with(self, pooled: Tensor, context: Tensor, action_terms: Tensor) -> Tensor:
+        """``score`` with precomputed ``action_terms`` (serving reuses them across calls)."""
+        per_decision = self.head_set(torch.asinh(pooled)) + self.head_context(context)
+        hidden = per_decision.unsqueeze(1) + action_terms.unsqueeze(0)
+        logits: Tensor = self.head_out(hidden).squeeze(-1)
+        return logits
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        ages_days: Tensor,
+        channels: Tensor,
+        directions: Tensor,
+        mask: Tensor,
+        context: Tensor,
+        context_mask: Tensor,
+    ) -> Tensor:
+        """Batched decisions or coalitions -> log-odds (B, n_actions).
+
+        embeddings (B, M, 384), ages_days (B, M), channels/directions (B, M) long,
+        mask (B, M) bool (True = memory present), context (B, 384), context_mask (B,) bool.
+        """
+        encoded = self.encode_memories(embeddings, ages_days, channels, directions)
+        pooled = (encoded * mask.unsqueeze(-1).to(encoded.dtype)).sum(dim=1)
+        ctx = self.encode_context(context) * context_mask.unsqueeze(-1).to(encoded.dtype)
+        return self.score(pooled, ctx)

@@ -1,0 +1,121 @@
+"""The generic SHAP game explainer, on games whose Shapley values are known in closed form."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from memcrm.explain.shapley import (
+    AdditivityError,
+    default_max_evals,
+    explain_game,
+    uses_exact,
+)
+
+WEIGHTS = np.array([[1.0, -2.0], [0.5, 0.0], [3.0, 1.0], [-0.25, 4.0]])
+
+
+def additive(coalitions: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """v(S) = 0.7 + sum of the present players' weights, two outputs."""
+    return 0.7 + coalitions.astype(np.float64) @ WEIGHTS
+
+
+@pytest.mark.parametrize("n_players", [4, 25])
+def test_additive_game_gives_each_players_weight(n_players: int) -> None:
+    weights = np.linspace(-1.5, 2.0, n_players)
+
+    def game(coalitions: NDArray[np.bool_]) -> NDArray[np.float64]:
+        return (coalitions.astype(np.float64) @ weights)[:, None] - 3.0
+
+    (result,) = explain_game(game, n_players, seed=11)
+    np.testing.assert_allclose(result.values, weights, atol=1e-12)
+    assert result.base_value == pytest.approx(-3.0)
+    assert result.output_value == pytest.approx(weights.sum() - 3.0)
+    expected = "ExactExplainer" if n_players == 4 else "PermutationExplainer"
+    assert result.explainer.startswith(f"shap.{expected}(")
+
+
+def test_multi_output_game_is_explained_per_output() -> None:
+    results = explain_game(additive, 4, seed=0)
+    assert [r.output_index for r in results] == [0, 1]
+    for k, result in enumerate(results):
+        np.testing.assert_allclose(result.values, WEIGHTS[:, k], atol=1e-12)
+        assert result.base_value == pytest.approx(0.7)
+
+
+def test_pairwise_interaction_is_split_equally_by_permutation_sampling() -> None:
+    # v(S) = x0 * x1 + x2 among 20 players: Shapley values 0.5, 0.5, 1, 0, ..., 0. Antithetic
+    # permutation sampling is exact for games with at most pairwise interactions.
+    def game(coalitions: NDArray[np.bool_]) -> NDArray[np.float64]:
+        x = coalitions.astype(np.float64)
+        return (x[:, 0] * x[:, 1] + x[:, 2])[:, None]
+
+    (result,) = explain_game(game, 20, seed=5, max_evals=default_max_evals(20, 2))
+    assert "PermutationExplainer(max_evals=82, seed=5)" in result.explainer
+    expected = np.zeros(20)
+    expected[:3] = [0.5, 0.5, 1.0]
+    np.testing.assert_allclose(result.values, expected, atol=1e-12)
+
+
+def test_additivity_holds_for_a_game_with_higher_order_interactions() -> None:
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(30, 3))
+
+    def game(coalitions: NDArray[np.bool_]) -> NDArray[np.float64]:
+        return np.tanh(coalitions.astype(np.float64) @ w)
+
+    for result in explain_game(game, 30, seed=1):
+        assert abs(result.base_value + result.values.sum() - result.output_value) < 1e-4
+
+
+def test_same_seed_gives_identical_numbers_and_restores_numpy_rng() -> None:
+    rng = np.random.default_rng(9)
+    w = rng.normal(size=(16, 2))
+
+    def game(coalitions: NDArray[np.bool_]) -> NDArray[np.float64]:
+        return np.sin(coalitions.astype(np.float64) @ w)
+
+    np.random.seed(123)
+    state = np.random.get_state()[1].copy()
+    first = explain_game(game, 16, seed=42)
+    assert np.array_equal(np.random.get_state()[1], state)
+    second = explain_game(game, 16, seed=42)
+    for a, b in zip(first, second, strict=True):
+        assert np.array_equal(a.values, b.values)
+        assert (a.base_value, a.output_value, a.explainer) == (
+            b.base_value,
+            b.output_value,
+            b.explainer,
+        )
+
+
+def test_exact_explainer_is_used_when_enumeration_fits_the_budget() -> None:
+    assert uses_exact(6, default_max_evals(6))  # 64 <= 130
+    assert not uses_exact(8, default_max_evals(8))  # 256 > 170
+
+
+def test_no_players_gives_base_equal_to_output() -> None:
+    results = explain_game(lambda c: np.full((len(c), 2), 1.5), 0, seed=0)
+    assert [(r.base_value, r.output_value, r.values.shape) for r in results] == [
+        (1.5, 1.5, (0,)),
+        (1.5, 1.5, (0,)),
+    ]
+
+
+def test_malformed_games_are_rejected() -> None:
+    with pytest.raises(ValueError, match="n_outputs"):
+        explain_game(lambda c: np.zeros(len(c)), 3, seed=0)
+    with pytest.raises(ValueError, match="max_evals"):
+        explain_game(additive, 4, seed=0, max_evals=8)  # below 2**4 and below 2*4+1
+
+
+def test_additivity_violation_raises() -> None:
+    # A value function that depends on the batch it is evaluated in, not only on the coalition,
+    # breaks additivity; the explainer must refuse rather than return inconsistent numbers.
+    def batch_dependent(coalitions: NDArray[np.bool_]) -> NDArray[np.float64]:
+        scale = 1.0 if len(coalitions) == 2 else 2.0
+        return scale * coalitions.astype(np.float64).sum(axis=1, keepdims=True)
+
+    with pytest.raises(AdditivityError):
+        explain_game(batch_dependent, 12, seed=0)
