@@ -7,8 +7,8 @@ import json
 import socket
 from collections.abc import Iterator
 from concurrent import futures
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -31,6 +31,7 @@ from memcrm.cli.readers import (
     ReadResult,
     RowError,
     SourceError,
+    days_to_now,
     detect_format,
     read_stream,
     sanitize_id,
@@ -509,3 +510,19 @@ def test_every_command_exists() -> None:
         code, out, _ = invoke(command, "--help")
         assert code == 0, command
         assert "Usage" in out
+
+
+def test_shift_to_now_moves_every_row_by_whole_days_and_records_it() -> None:
+    data = (TWEETS_HEADER + TWEETS_ROWS).encode()
+    options = ReadOptions(Preset.AIRLINE_TWEETS)
+    days = days_to_now(io.BytesIO(data), Format.CSV, options, date(2026, 11, 24))
+    original = good(read(data, Format.CSV, options))
+    shifted = good(read(data, Format.CSV, replace(options, shift_days=days)))
+    newest = max(p.interaction.occurred_at.ToDatetime(tzinfo=UTC) for p in shifted)
+    assert newest.date() == date(2026, 11, 23)
+    for before, after in zip(original, shifted, strict=True):
+        delta = (
+            after.interaction.occurred_at.ToDatetime() - before.interaction.occurred_at.ToDatetime()
+        )
+        assert delta == timedelta(days=days)
+        assert after.interaction.attributes["replay.shift_days"] == str(days)

@@ -8,6 +8,7 @@ keep their data under ``home`` so it survives restarts.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import psutil
 import psycopg
 import redis
 
@@ -77,7 +79,8 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        # Its own session: a terminal's Ctrl-C reaches memcrm, which then stops Redis in order.
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -122,6 +125,7 @@ class EmbeddedPostgres:
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("XDG_RUNTIME_DIR", str(self.directory.parent / "run"))
         Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
+        _forget_dead_handles(self.directory)
         self._server = pgserver.get_server(  # type: ignore[attr-defined]
             self.directory, cleanup_mode="stop"
         )
@@ -141,6 +145,23 @@ class EmbeddedPostgres:
             with contextlib.suppress(Exception):
                 self._server.cleanup()
             self._server = None
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drop processes that died without letting go of the server from pgserver's handle list.
+
+    pgserver stops PostgreSQL when its last handle goes; a crashed holder would otherwise keep
+    the server running forever after.
+    """
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(pids, list):
+        alive = [p for p in pids if isinstance(p, int) and psutil.pid_exists(p)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
 
 
 class EmbeddedStores:

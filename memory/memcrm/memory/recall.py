@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import numpy as np
+from numpy.typing import NDArray
+
 from memcrm.core.ports import Embedder
 from memcrm.core.types import Channel, RecalledMemory, TimelinePage
 from memcrm.core.validation import (
@@ -41,15 +44,31 @@ class MemoryReader:
         wanted: list[Channel] = [
             check_channel(f"channels[{i}]", c, required=True) for i, c in enumerate(channels)
         ]
-        vector = self._embedder.encode([query])[0] if query.strip() else None
         return self._store.recall(
             tenant_id,
             customer_id,
-            vector,
+            self.embed_query(query),
             top_k=k,
             as_of=as_of or datetime.now(UTC),
             channels=wanted,
         )
+
+    def embed_query(self, query: str) -> NDArray[np.float32] | None:
+        """The query's embedding; None for an empty query (recall by recency)."""
+        return self._embedder.encode([query])[0] if query.strip() else None
+
+    def recall_embedded(
+        self,
+        tenant_id: str,
+        customer_id: str,
+        query: NDArray[np.float32] | None,
+        *,
+        top_k: int,
+        as_of: datetime,
+    ) -> list[RecalledMemory]:
+        """Recall with an embedding the caller already has (decisions reuse the context's)."""
+        check_id("customer_id", customer_id)
+        return self._store.recall(tenant_id, customer_id, query, top_k=top_k, as_of=as_of)
 
     def timeline(
         self,

@@ -75,6 +75,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from memcrm.core.settings import Settings
 from memcrm.core.types import Channel, Direction
 from memcrm.decisions.catalog import BUILTIN_CATALOG, Action
 
@@ -82,8 +83,12 @@ DATA_SET = "Twitter US Airline Sentiment (CrowdFlower / Figure Eight), CC BY-NC-
 
 
 def default_tweets_path() -> Path:
-    """``../shared/data/airline-tweets/Tweets.csv`` beside a source checkout."""
-    return Path(__file__).resolve().parents[3].parent / "shared/data/airline-tweets/Tweets.csv"
+    """``Tweets.csv`` under ``MEMCRM_DATA_DIR`` (default ``../shared/data``)."""
+    data_dir = Settings().data_dir
+    if not data_dir.is_absolute():
+        # Relative to the source checkout, not to wherever the command runs.
+        data_dir = Path(__file__).resolve().parents[3] / data_dir
+    return data_dir / "airline-tweets" / "Tweets.csv"
 
 
 class Kind(StrEnum):

@@ -6,7 +6,7 @@ import importlib
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -33,6 +33,7 @@ from memcrm.cli.readers import (
     SourceError,
     channel_value,
     check_id,
+    days_to_now,
     detect_format,
     direction_value,
     parse_time,
@@ -222,6 +223,17 @@ def ingest(
     at: Annotated[
         str | None, typer.Option("--at", metavar="ISO8601", help="With --text (default: now).")
     ] = None,
+    shift_to_now: Annotated[
+        bool,
+        typer.Option(
+            "--shift-to-now",
+            help=(
+                "Replay a historical FILE as recent history: move every occurred_at by the whole "
+                "days that put the newest row at yesterday (recorded in the attribute "
+                "replay.shift_days)."
+            ),
+        ),
+    ] = False,
     address: AddressOption = None,
     api_key: ApiKeyOption = DEFAULT_API_KEY,
     as_json: JsonOption = False,
@@ -243,12 +255,12 @@ def ingest(
         except ValueError as error:
             raise typer.BadParameter(str(error), param_hint="--where") from None
         options = ReadOptions(preset, conditions, limit, channel, direction)
-        ingest_file(connection, file, fmt, options, batch_size, as_json)
+        ingest_file(connection, file, fmt, options, batch_size, as_json, shift_to_now)
         return
-    if file is not None or fmt or preset or where or limit:
+    if file is not None or fmt or preset or where or limit or shift_to_now:
         raise typer.BadParameter(
-            "--text ingests one interaction; FILE, --format, --preset, --where and --limit "
-            "only apply to files",
+            "--text ingests one interaction; FILE, --format, --preset, --where, --limit and "
+            "--shift-to-now only apply to files",
             param_hint="--text",
         )
     try:
@@ -299,9 +311,14 @@ def ingest_file(
     options: ReadOptions,
     batch_size: int,
     as_json: bool,
+    shift_to_now: bool = False,
 ) -> None:
     try:
         source_format = detect_format(path, fmt, options.preset)
+        if shift_to_now:
+            with path.open("rb") as first_pass:
+                days = days_to_now(first_pass, source_format, options, datetime.now(UTC).date())
+            options = replace(options, shift_days=days)
     except SourceError as error:
         raise typer.BadParameter(str(error), param_hint="FILE") from None
     errors = Console(stderr=True, highlight=False)

@@ -11,8 +11,8 @@ import csv
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
@@ -125,6 +125,8 @@ class ReadOptions:
     """The channel of records that name none."""
     direction: DirectionName | None = None
     """The direction of records that name none."""
+    shift_days: int = 0
+    """Added to every occurred_at, to replay a historical data set as recent history."""
 
 
 # Values ------------------------------------------------------------------------------------
@@ -302,6 +304,31 @@ def read_stream(stream: BinaryIO, fmt: Format, options: ReadOptions) -> Iterator
     return _select(records, options, _mapper(options))
 
 
+REPLAY_ATTRIBUTE = "replay.shift_days"
+
+
+def days_to_now(stream: BinaryIO, fmt: Format, options: ReadOptions, today: date) -> int:
+    """Whole days that move the newest selected row to yesterday (a first pass over the file)."""
+    newest: datetime | None = None
+    for result in read_stream(stream, fmt, replace(options, shift_days=0)):
+        if isinstance(result, Parsed):
+            moment = result.interaction.occurred_at.ToDatetime(tzinfo=UTC)
+            newest = moment if newest is None else max(newest, moment)
+    if newest is None:
+        return 0
+    return max(0, (today - newest.date()).days - 1)
+
+
+def _shifted(interaction: common_pb2.Interaction, days: int) -> common_pb2.Interaction:
+    """The interaction moved ``days`` later, the shift recorded in its attributes."""
+    if days == 0:
+        return interaction
+    moved = interaction.occurred_at.ToDatetime(tzinfo=UTC) + timedelta(days=days)
+    interaction.occurred_at.CopyFrom(timestamp(moved))
+    interaction.attributes[REPLAY_ATTRIBUTE] = str(days)
+    return interaction
+
+
 def _select(
     records: Iterable[tuple[int, Record | BadRow]], options: ReadOptions, mapper: Mapper
 ) -> Iterator[ReadResult]:
@@ -313,7 +340,7 @@ def _select(
             yield record
         elif all(condition.matches(record) for condition in options.where):
             try:
-                yield Parsed(line, mapper(record))
+                yield Parsed(line, _shifted(mapper(record), options.shift_days))
             except RowError as error:
                 yield BadRow(line, str(error))
             except ValueError as error:  # protobuf refusing a value, e.g. a date out of range

@@ -119,8 +119,10 @@ class RecommendationDeployment:
         decided_at = datetime.now(UTC)
         view = as_of or decided_at
         with child_span("memcrm.recall", carrier, {"memcrm.top_k": self._memories}):
-            recalled = self._reader.recall(
-                tenant_id, customer_id, context, top_k=self._memories, as_of=view
+            # One encoder pass: the context is both the recall query and a model input.
+            context_vector = self._reader.embed_query(context)
+            recalled = self._reader.recall_embedded(
+                tenant_id, customer_id, context_vector, top_k=self._memories, as_of=view
             )
         with child_span(
             "memcrm.decide",
@@ -128,5 +130,7 @@ class RecommendationDeployment:
             {"memcrm.memories": len(recalled)},
             links=[r.memory.ingest_trace for r in recalled],
         ):
-            decision = self._recommender.decide(recalled, context, channel, top_n, view)
+            decision = self._recommender.decide(
+                recalled, context, channel, top_n, view, context_embedding=context_vector
+            )
         return decision, decided_at

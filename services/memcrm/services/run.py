@@ -65,7 +65,9 @@ class ServeRuntime:
                 ),
             },
         )
+        quiet = {"enable_access_log": False, "log_level": "WARNING"}
         serve.start(
+            logging_config=quiet,
             http_options={"host": self.settings.grpc_host, "port": self.settings.http_port},
             grpc_options=gRPCOptions(
                 port=self.settings.grpc_port, grpc_servicer_functions=SERVICER_FUNCTIONS
@@ -73,7 +75,7 @@ class ServeRuntime:
         )
         app = build_app(self.settings, self.database_url, self.redis_url)
         # gRPC routing needs the application in the proxy's route table: a route prefix.
-        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False, logging_config=quiet)
         self._wait_for_proxy()
 
     def _wait_for_proxy(self, timeout_s: float = 120.0) -> None:
@@ -117,8 +119,12 @@ def main() -> None:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    def handle_signals() -> None:
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    handle_signals()
     try:
         with EmbeddedStores(settings.home, settings.database_url, settings.redis_url) as stores:
             applied = migrate(stores.database_url)
@@ -127,6 +133,11 @@ def main() -> None:
             runtime = ServeRuntime(settings, stores.database_url, stores.redis_url)
             try:
                 runtime.start()
+                # ray.init installs handlers that abort the process on SIGTERM; take them back
+                # so Ctrl-C and SIGTERM stop Serve, Ray and both stores cleanly.
+                handle_signals()
+                if stop.is_set():
+                    return
                 ready_s = time.monotonic() - started
                 keys = (
                     "configured keys"
