@@ -114,15 +114,8 @@ def server_span(
     except Exception:
         log.exception("memcrm.tracing: could not start span %s", name)
         span = trace.INVALID_SPAN
-    token = otel_context.attach(trace.set_span_in_context(span))
-    try:
+    with _active(span):
         yield span
-    except BaseException as exc:
-        _record_error(span, exc)
-        raise
-    finally:
-        otel_context.detach(token)
-        _end(span)
 
 
 @contextmanager
@@ -142,9 +135,16 @@ def child_span(
     except Exception:
         log.exception("memcrm.tracing: could not start span %s", name)
         span = trace.INVALID_SPAN
+    with _active(span):
+        yield span
+
+
+@contextmanager
+def _active(span: Span) -> Iterator[None]:
+    """Make ``span`` current; record an escaping error on it; end it."""
     token = otel_context.attach(trace.set_span_in_context(span))
     try:
-        yield span
+        yield
     except BaseException as exc:
         _record_error(span, exc)
         raise

@@ -32,6 +32,10 @@ class Encoder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        # A progress bar per replica start is noise in service logs.
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
         path = model_path or default_model_path()
         self._model = SentenceTransformer(str(path), device="cpu")
