@@ -21,9 +21,8 @@ fixed seed, replaying a decision gives identical numbers.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -31,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from memcrm.core.errors import ConfigError, InvalidArgument
+from memcrm.core.text import snippet
 from memcrm.core.types import (
     Channel,
     Decision,
@@ -187,7 +187,7 @@ class Recommender:
         chosen = [i for i in order if scored[i].eligible][:top_n]
         for i in order:
             if scored[i].eligible and i not in chosen:
-                scored[i] = _with_reason(scored[i], f"ranked below the top {top_n}")
+                scored[i] = replace(scored[i], reason=f"ranked below the top {top_n}")
         explanations = self._explain(prepared, [self._columns[i] for i in chosen])
         actions = [
             self._recommended(rank, self._catalog[i], scored[i], game, recalled, context)
@@ -243,7 +243,7 @@ class Recommender:
             features=[
                 FeatureAttribution(
                     feature=CONTEXT_FEATURE,
-                    value=_truncate(context, CONTEXT_VALUE_CHARS),
+                    value=snippet(context, CONTEXT_VALUE_CHARS),
                     shap_value=context_shap,
                 )
             ],
@@ -261,24 +261,6 @@ class Recommender:
         )
 
 
-def _with_reason(scored: ScoredAction, reason: str) -> ScoredAction:
-    return ScoredAction(
-        action_id=scored.action_id,
-        title=scored.title,
-        log_odds=scored.log_odds,
-        propensity=scored.propensity,
-        value=scored.value,
-        score=scored.score,
-        eligible=scored.eligible,
-        reason=reason,
-    )
-
-
-def _truncate(text: str, limit: int) -> str:
-    flat = re.sub(r"\s+", " ", text).strip()
-    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
-
-
 def describe_memory(memory: Memory) -> str:
     """E.g. ``the 2015-02-17 social message 'lost my bag…'``."""
     interaction = memory.interaction
@@ -286,7 +268,7 @@ def describe_memory(memory: Memory) -> str:
     if interaction.direction is Direction.OUTBOUND:
         noun += " to the customer"
     text = interaction.text or interaction.subject
-    quoted = f" '{_truncate(text, SNIPPET_CHARS)}'" if text.strip() else ""
+    quoted = f" '{snippet(text, SNIPPET_CHARS)}'" if text.strip() else ""
     return f"the {interaction.occurred_at.date().isoformat()} {noun}{quoted}"
 
 
@@ -295,7 +277,7 @@ def summarise(
 ) -> str:
     """One sentence naming the strongest contribution and which way it pushed."""
     has_context = bool(context.strip())
-    current = f"the current message '{_truncate(context, SNIPPET_CHARS)}'"
+    current = f"the current message '{snippet(context, SNIPPET_CHARS)}'"
     if not memories:
         if not has_context:
             return (

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from memcrm.core.errors import InvalidArgument
+from memcrm.core.text import snippet as text_snippet
 from memcrm.core.types import (
     Decision,
     Enrichment,
@@ -122,8 +123,7 @@ def recalled_msg(r: RecalledMemory) -> memory_pb2.RecalledMemory:
 
 
 def snippet(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1] + "…"
+    return text_snippet(text, SNIPPET_CHARS)
 
 
 def explanation_msg(e: Explanation) -> common_pb2.Explanation:
