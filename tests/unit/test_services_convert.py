@@ -91,3 +91,27 @@ def test_errors_wrapped_by_ray_are_unwrapped() -> None:
 
     code, details = to_status(Wrapped(InvalidArgument("query", "too long")), "0" * 32)
     assert code is grpc.StatusCode.INVALID_ARGUMENT and details == "query: too long"
+
+
+def test_full_enrichment_survives_storage_json_and_the_wire() -> None:
+    from memcrm.core.types import Entity, Label
+    from memcrm.memory.store import enrichment_from_json, enrichment_to_json
+
+    e = Enrichment(
+        model_version="enc=all-MiniLM-L6-v2;heads=h-1",
+        sentiment=Label("negative", 0.91),
+        sentiment_score=-0.8,
+        intents=(Label("lost_or_stolen_card", 0.7), Label("card_not_working", 0.2)),
+        issue=Label("Lost Luggage", 0.8),
+        entities=(Entity("jane@example.com", "email", 10, 26),),
+        objections=(Label("price", 0.6),),
+        topics=("baggage",),
+        importance=0.75,
+        redactions=(Entity("[PAYMENT_CARD]", "payment_card", 30, 44),),
+    )
+    assert enrichment_from_json(enrichment_to_json(e)) == e
+    wire = convert.enrichment_msg(e)
+    assert wire.sentiment.name == "negative" and wire.issue.name == "Lost Luggage"
+    assert [x.name for x in wire.intents] == ["lost_or_stolen_card", "card_not_working"]
+    assert wire.redactions[0].type == "payment_card" and wire.entities[0].end == 26
+    assert not convert.enrichment_msg(Enrichment("v")).HasField("sentiment")

@@ -75,13 +75,41 @@ class Interaction:
 
 
 @dataclass(frozen=True, slots=True)
+class Label:
+    """A classification with its confidence in 0..1."""
+
+    name: str
+    confidence: float
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """A span of the stored text: ``text == stored_text[start:end]`` (character offsets)."""
+
+    text: str
+    type: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
 class Enrichment:
     """What the system understood from an interaction.
 
-    The foundation records only which models processed it; interpretation heads fill the rest.
+    ``redactions`` are the spans that the tenant's PII policy replaced before the text was
+    stored and embedded: ``text`` is the placeholder now in the stored text, never the original.
     """
 
     model_version: str
+    sentiment: Label | None = None
+    sentiment_score: float = 0.0
+    intents: tuple[Label, ...] = ()
+    issue: Label | None = None
+    entities: tuple[Entity, ...] = ()
+    objections: tuple[Label, ...] = ()
+    topics: tuple[str, ...] = ()
+    importance: float = 0.0
+    redactions: tuple[Entity, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

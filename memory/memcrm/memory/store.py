@@ -30,7 +30,9 @@ from memcrm.core.types import (
     Channel,
     Direction,
     Enrichment,
+    Entity,
     Interaction,
+    Label,
     Memory,
     RecalledMemory,
     ScoreParts,
@@ -258,12 +260,51 @@ def _recency(occurred_at: datetime, as_of: datetime, half_life_days: float = 30.
     return float(0.5 ** (age_days / half_life_days))
 
 
-def enrichment_to_json(enrichment: Enrichment) -> dict[str, Any]:
-    return {"model_version": enrichment.model_version}
+def enrichment_to_json(e: Enrichment) -> dict[str, Any]:
+    def label(x: Label | None) -> dict[str, Any] | None:
+        return None if x is None else {"name": x.name, "confidence": x.confidence}
+
+    def entity(x: Entity) -> dict[str, Any]:
+        return {"text": x.text, "type": x.type, "start": x.start, "end": x.end}
+
+    return {
+        "model_version": e.model_version,
+        "sentiment": label(e.sentiment),
+        "sentiment_score": e.sentiment_score,
+        "intents": [label(x) for x in e.intents],
+        "issue": label(e.issue),
+        "entities": [entity(x) for x in e.entities],
+        "objections": [label(x) for x in e.objections],
+        "topics": list(e.topics),
+        "importance": e.importance,
+        "redactions": [entity(x) for x in e.redactions],
+    }
 
 
 def enrichment_from_json(data: dict[str, Any]) -> Enrichment:
-    return Enrichment(model_version=str(data.get("model_version", "")))
+    def label(x: dict[str, Any] | None) -> Label | None:
+        return None if x is None else Label(str(x["name"]), float(x["confidence"]))
+
+    def labels(xs: list[dict[str, Any]] | None) -> tuple[Label, ...]:
+        return tuple(Label(str(x["name"]), float(x["confidence"])) for x in xs or [])
+
+    def entities(xs: list[dict[str, Any]] | None) -> tuple[Entity, ...]:
+        return tuple(
+            Entity(str(x["text"]), str(x["type"]), int(x["start"]), int(x["end"])) for x in xs or []
+        )
+
+    return Enrichment(
+        model_version=str(data.get("model_version", "")),
+        sentiment=label(data.get("sentiment")),
+        sentiment_score=float(data.get("sentiment_score", 0.0)),
+        intents=labels(data.get("intents")),
+        issue=label(data.get("issue")),
+        entities=entities(data.get("entities")),
+        objections=labels(data.get("objections")),
+        topics=tuple(str(t) for t in data.get("topics") or []),
+        importance=float(data.get("importance", 0.0)),
+        redactions=entities(data.get("redactions")),
+    )
 
 
 def _memory(row: dict[str, Any]) -> Memory:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16memcrm/v1/common.proto\x12\tmemcrm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\x02\n\x0bInteraction\x12\x16\n\x0einteraction_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12#\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x12.memcrm.v1.Channel\x12\'\n\tdirection\x18\x04 \x01(\x0e\x32\x14.memcrm.v1.Direction\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x0f\n\x07subject\x18\x07 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x08 \x01(\t\x12\x11\n\tthread_id\x18\t \x01(\t\x12:\n\nattributes\x18\n \x03(\x0b\x32&.memcrm.v1.Interaction.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x05Label\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\"@\n\x06\x45ntity\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x05\"\xf3\x01\n\nEnrichment\x12#\n\tsentiment\x18\x01 \x01(\x0b\x32\x10.memcrm.v1.Label\x12\x17\n\x0fsentiment_score\x18\x02 \x01(\x02\x12!\n\x07intents\x18\x03 \x03(\x0b\x32\x10.memcrm.v1.Label\x12#\n\x08\x65ntities\x18\x04 \x03(\x0b\x32\x11.memcrm.v1.Entity\x12$\n\nobjections\x18\x05 \x03(\x0b\x32\x10.memcrm.v1.Label\x12\x0e\n\x06topics\x18\x06 \x03(\t\x12\x12\n\nimportance\x18\x07 \x01(\x02\x12\x15\n\rmodel_version\x18\x08 \x01(\t\"\xc7\x01\n\x06Memory\x12\x11\n\tmemory_id\x18\x01 \x01(\t\x12+\n\x0binteraction\x18\x02 \x01(\x0b\x32\x16.memcrm.v1.Interaction\x12)\n\nenrichment\x18\x03 \x01(\x0b\x32\x15.memcrm.v1.Enrichment\x12/\n\x0brecorded_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x0f\n\x07span_id\x18\x06 \x01(\t\"H\n\x12\x46\x65\x61tureAttribution\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x12\n\nshap_value\x18\x03 \x01(\x01\"\xb7\x01\n\x11MemoryAttribution\x12\x11\n\tmemory_id\x18\x01 \x01(\t\x12\x16\n\x0einteraction_id\x18\x02 \x01(\t\x12\x12\n\nshap_value\x18\x03 \x01(\x01\x12\x10\n\x08trace_id\x18\x04 \x01(\t\x12\x0f\n\x07span_id\x18\x05 \x01(\t\x12\x0f\n\x07snippet\x18\x06 \x01(\t\x12/\n\x0boccurred_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd1\x01\n\x0b\x45xplanation\x12\x11\n\texplainer\x18\x01 \x01(\t\x12\x12\n\nbase_value\x18\x02 \x01(\x01\x12\x14\n\x0coutput_value\x18\x03 \x01(\x01\x12/\n\x08\x66\x65\x61tures\x18\x04 \x03(\x0b\x32\x1d.memcrm.v1.FeatureAttribution\x12.\n\x08memories\x18\x05 \x03(\x0b\x32\x1c.memcrm.v1.MemoryAttribution\x12\x0f\n\x07summary\x18\x06 \x01(\t\x12\x13\n\x0boutput_name\x18\x07 \x01(\t*\xcf\x01\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_EMAIL\x10\x01\x12\x10\n\x0c\x43HANNEL_CHAT\x10\x02\x12\x11\n\rCHANNEL_VOICE\x10\x03\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x04\x12\x12\n\x0e\x43HANNEL_SOCIAL\x10\x05\x12\x13\n\x0f\x43HANNEL_MEETING\x10\x06\x12\x12\n\x0e\x43HANNEL_TICKET\x10\x07\x12\x0f\n\x0b\x43HANNEL_WEB\x10\x08\x12\x14\n\x10\x43HANNEL_PURCHASE\x10\t*U\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x01\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16memcrm/v1/common.proto\x12\tmemcrm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\x02\n\x0bInteraction\x12\x16\n\x0einteraction_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12#\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x12.memcrm.v1.Channel\x12\'\n\tdirection\x18\x04 \x01(\x0e\x32\x14.memcrm.v1.Direction\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x0f\n\x07subject\x18\x07 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x08 \x01(\t\x12\x11\n\tthread_id\x18\t \x01(\t\x12:\n\nattributes\x18\n \x03(\x0b\x32&.memcrm.v1.Interaction.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x05Label\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\"@\n\x06\x45ntity\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x05\"\xbb\x02\n\nEnrichment\x12#\n\tsentiment\x18\x01 \x01(\x0b\x32\x10.memcrm.v1.Label\x12\x17\n\x0fsentiment_score\x18\x02 \x01(\x02\x12!\n\x07intents\x18\x03 \x03(\x0b\x32\x10.memcrm.v1.Label\x12#\n\x08\x65ntities\x18\x04 \x03(\x0b\x32\x11.memcrm.v1.Entity\x12$\n\nobjections\x18\x05 \x03(\x0b\x32\x10.memcrm.v1.Label\x12\x0e\n\x06topics\x18\x06 \x03(\t\x12\x12\n\nimportance\x18\x07 \x01(\x02\x12\x15\n\rmodel_version\x18\x08 \x01(\t\x12\x1f\n\x05issue\x18\t \x01(\x0b\x32\x10.memcrm.v1.Label\x12%\n\nredactions\x18\n \x03(\x0b\x32\x11.memcrm.v1.Entity\"\xc7\x01\n\x06Memory\x12\x11\n\tmemory_id\x18\x01 \x01(\t\x12+\n\x0binteraction\x18\x02 \x01(\x0b\x32\x16.memcrm.v1.Interaction\x12)\n\nenrichment\x18\x03 \x01(\x0b\x32\x15.memcrm.v1.Enrichment\x12/\n\x0brecorded_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x0f\n\x07span_id\x18\x06 \x01(\t\"H\n\x12\x46\x65\x61tureAttribution\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x12\n\nshap_value\x18\x03 \x01(\x01\"\xb7\x01\n\x11MemoryAttribution\x12\x11\n\tmemory_id\x18\x01 \x01(\t\x12\x16\n\x0einteraction_id\x18\x02 \x01(\t\x12\x12\n\nshap_value\x18\x03 \x01(\x01\x12\x10\n\x08trace_id\x18\x04 \x01(\t\x12\x0f\n\x07span_id\x18\x05 \x01(\t\x12\x0f\n\x07snippet\x18\x06 \x01(\t\x12/\n\x0boccurred_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd1\x01\n\x0b\x45xplanation\x12\x11\n\texplainer\x18\x01 \x01(\t\x12\x12\n\nbase_value\x18\x02 \x01(\x01\x12\x14\n\x0coutput_value\x18\x03 \x01(\x01\x12/\n\x08\x66\x65\x61tures\x18\x04 \x03(\x0b\x32\x1d.memcrm.v1.FeatureAttribution\x12.\n\x08memories\x18\x05 \x03(\x0b\x32\x1c.memcrm.v1.MemoryAttribution\x12\x0f\n\x07summary\x18\x06 \x01(\t\x12\x13\n\x0boutput_name\x18\x07 \x01(\t*\xcf\x01\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_EMAIL\x10\x01\x12\x10\n\x0c\x43HANNEL_CHAT\x10\x02\x12\x11\n\rCHANNEL_VOICE\x10\x03\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x04\x12\x12\n\x0e\x43HANNEL_SOCIAL\x10\x05\x12\x13\n\x0f\x43HANNEL_MEETING\x10\x06\x12\x12\n\x0e\x43HANNEL_TICKET\x10\x07\x12\x0f\n\x0b\x43HANNEL_WEB\x10\x08\x12\x14\n\x10\x43HANNEL_PURCHASE\x10\t*U\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x01\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INTERACTION_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_INTERACTION_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_CHANNEL']._serialized_start=1467
-  _globals['_CHANNEL']._serialized_end=1674
-  _globals['_DIRECTION']._serialized_start=1676
-  _globals['_DIRECTION']._serialized_end=1761
+  _globals['_CHANNEL']._serialized_start=1539
+  _globals['_CHANNEL']._serialized_end=1746
+  _globals['_DIRECTION']._serialized_start=1748
+  _globals['_DIRECTION']._serialized_end=1833
   _globals['_INTERACTION']._serialized_start=71
   _globals['_INTERACTION']._serialized_end=435
   _globals['_INTERACTION_ATTRIBUTESENTRY']._serialized_start=386
@@ -47,13 +47,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENTITY']._serialized_start=480
   _globals['_ENTITY']._serialized_end=544
   _globals['_ENRICHMENT']._serialized_start=547
-  _globals['_ENRICHMENT']._serialized_end=790
-  _globals['_MEMORY']._serialized_start=793
-  _globals['_MEMORY']._serialized_end=992
-  _globals['_FEATUREATTRIBUTION']._serialized_start=994
-  _globals['_FEATUREATTRIBUTION']._serialized_end=1066
-  _globals['_MEMORYATTRIBUTION']._serialized_start=1069
-  _globals['_MEMORYATTRIBUTION']._serialized_end=1252
-  _globals['_EXPLANATION']._serialized_start=1255
-  _globals['_EXPLANATION']._serialized_end=1464
+  _globals['_ENRICHMENT']._serialized_end=862
+  _globals['_MEMORY']._serialized_start=865
+  _globals['_MEMORY']._serialized_end=1064
+  _globals['_FEATUREATTRIBUTION']._serialized_start=1066
+  _globals['_FEATUREATTRIBUTION']._serialized_end=1138
+  _globals['_MEMORYATTRIBUTION']._serialized_start=1141
+  _globals['_MEMORYATTRIBUTION']._serialized_end=1324
+  _globals['_EXPLANATION']._serialized_start=1327
+  _globals['_EXPLANATION']._serialized_end=1536
 # @@protoc_insertion_point(module_scope)

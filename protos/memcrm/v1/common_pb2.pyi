@@ -221,6 +221,8 @@ class Enrichment(_message.Message):
     TOPICS_FIELD_NUMBER: _builtins.int
     IMPORTANCE_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    ISSUE_FIELD_NUMBER: _builtins.int
+    REDACTIONS_FIELD_NUMBER: _builtins.int
     sentiment_score: _builtins.float
     """-1..1."""
     importance: _builtins.float
@@ -239,6 +241,16 @@ class Enrichment(_message.Message):
     def objections(self) -> _containers.RepeatedCompositeFieldContainer[Global___Label]: ...
     @_builtins.property
     def topics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def issue(self) -> Global___Label:
+        """Why a complaint happened (e.g. "Lost Luggage"); unset when the text is no complaint."""
+
+    @_builtins.property
+    def redactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Entity]:
+        """Spans the tenant's PII policy replaced before the text was stored and embedded. Offsets
+        are into the stored text and `text` is the placeholder there, never the original value.
+        """
+
     def __init__(
         self,
         *,
@@ -250,10 +262,12 @@ class Enrichment(_message.Message):
         topics: _abc.Iterable[_builtins.str] | None = ...,
         importance: _builtins.float = ...,
         model_version: _builtins.str = ...,
+        issue: Global___Label | None = ...,
+        redactions: _abc.Iterable[Global___Entity] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["sentiment", b"sentiment"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issue", b"issue", "sentiment", b"sentiment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entities", b"entities", "importance", b"importance", "intents", b"intents", "model_version", b"model_version", "objections", b"objections", "sentiment", b"sentiment", "sentiment_score", b"sentiment_score", "topics", b"topics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entities", b"entities", "importance", b"importance", "intents", b"intents", "issue", b"issue", "model_version", b"model_version", "objections", b"objections", "redactions", b"redactions", "sentiment", b"sentiment", "sentiment_score", b"sentiment_score", "topics", b"topics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,9 +11,11 @@ from memcrm.core.text import snippet as text_snippet
 from memcrm.core.types import (
     Decision,
     Enrichment,
+    Entity,
     Explanation,
     IngestOutcome,
     Interaction,
+    Label,
     Memory,
     RecalledMemory,
 )
@@ -72,10 +74,29 @@ def interaction_msg(it: Interaction) -> common_pb2.Interaction:
     )
 
 
+def label_msg(x: Label) -> common_pb2.Label:
+    return common_pb2.Label(name=x.name, confidence=x.confidence)
+
+
+def entity_msg(x: Entity) -> common_pb2.Entity:
+    return common_pb2.Entity(text=x.text, type=x.type, start=x.start, end=x.end)
+
+
 def enrichment_msg(e: Enrichment | None) -> common_pb2.Enrichment:
     if e is None:
         return common_pb2.Enrichment()
-    return common_pb2.Enrichment(model_version=e.model_version)
+    return common_pb2.Enrichment(
+        model_version=e.model_version,
+        sentiment=label_msg(e.sentiment) if e.sentiment else None,
+        sentiment_score=e.sentiment_score,
+        intents=[label_msg(x) for x in e.intents],
+        issue=label_msg(e.issue) if e.issue else None,
+        entities=[entity_msg(x) for x in e.entities],
+        objections=[label_msg(x) for x in e.objections],
+        topics=list(e.topics),
+        importance=e.importance,
+        redactions=[entity_msg(x) for x in e.redactions],
+    )
 
 
 def memory_msg(m: Memory) -> common_pb2.Memory:
