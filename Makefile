@@ -46,7 +46,7 @@ buf-lint: $(BUF)
 	cd protos && ../$(BUF) lint
 
 typecheck: $(STAMP) ## mypy --strict on our packages
-	$(VENV)/bin/mypy -p memcrm.core -p memcrm.memory -p memcrm.models -p memcrm.explain -p memcrm.decisions -p memcrm.services -p memcrm.cli
+	$(VENV)/bin/mypy -p memcrm.core -p memcrm.memory -p memcrm.models -p memcrm.explain -p memcrm.interpret -p memcrm.decisions -p memcrm.services -p memcrm.cli
 
 protos: $(STAMP) ## Regenerate Python code and type stubs from protos/
 	PYTHON=$(abspath $(PY)) scripts/gen_protos.sh

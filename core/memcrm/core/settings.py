@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None
     api_keys: str | None = None
 
+    # Tenant configuration: one YAML file per tenant, <tenant>.yaml (see memcrm.core.tenants).
+    tenants_dir: Path | None = None
+
     # Where the public data sets live (training and demos); users may point at their own.
     data_dir: Path = Path("../shared/data")
     # Folder holding the next-best-action model (nba.pt + nba.json); unset: the shipped one.
