@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help install run test lint typecheck protos protos-check buf-lint train clean
+.PHONY: help install run test lint typecheck protos protos-check buf-lint train eval-enrichment clean
 
 help: ## List the targets with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -55,8 +55,12 @@ protos-check: protos ## Fail when the committed generated code differs from the 
 	@git diff --exit-code --stat -- protos/ || { echo "generated protobuf code is stale: run 'make protos' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain --untracked-files=all -- protos/)" || { git status --porcelain -- protos/; echo "untracked generated files: run 'make protos' and commit"; exit 1; }
 
-train: $(STAMP) ## Rebuild the shipped next-best-action model from ../shared/data with fixed seeds
+train: $(STAMP) ## Rebuild every shipped model from ../shared/data (MEMCRM_DATA_DIR) with fixed seeds
+	$(PY) -m memcrm.models.train_enrichment all
 	$(PY) -m memcrm.models.train_nba
+
+eval-enrichment: $(STAMP) ## Interpretation heads vs TF-IDF+LR baselines on held-out data (one JSON)
+	$(PY) -m memcrm.models.eval_enrichment
 
 clean: ## Remove the virtualenv, tools and local data
 	rm -rf $(VENV) .tools .memcrm .mypy_cache .ruff_cache .pytest_cache

@@ -1,4 +1,4 @@
-"""Shared fixtures: real embedded PostgreSQL (pgvector) and Redis, and the real encoder."""
+"""Shared fixtures: real embedded PostgreSQL (pgvector) and Redis, and the real models."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from memcrm.core.tenants import TenantConfigs
+from memcrm.interpret.pipeline import Interpreter
 from memcrm.memory.embedded import EmbeddedStores
 from memcrm.models.encoder import Encoder
+from memcrm.models.enrichment import EnrichmentModel
 
 
 def _short_tmp(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
@@ -36,3 +39,14 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStores]
 @pytest.fixture(scope="session")
 def encoder() -> Encoder:
     return Encoder()
+
+
+@pytest.fixture(scope="session")
+def enrichment_model() -> EnrichmentModel:
+    return EnrichmentModel()
+
+
+@pytest.fixture(scope="session")
+def interpreter(enrichment_model: EnrichmentModel) -> Interpreter:
+    """The shipped models with every tenant on the default configuration."""
+    return Interpreter(enrichment_model, TenantConfigs.load(None))

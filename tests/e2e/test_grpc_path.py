@@ -312,3 +312,32 @@ def test_grpc_proxy_listens_on_the_configured_host_only(service: ServeRuntime) -
     # gRPC may bind a dual-stack socket: ::ffff:127.0.0.1 is 127.0.0.1.
     plain = {getattr(ip, "ipv4_mapped", None) or ip for ip in listening}
     assert plain == {ipaddress.ip_address("127.0.0.1")}
+
+
+def test_an_ingested_complaint_comes_back_from_recall_understood(
+    stubs: tuple[object, ...],
+) -> None:
+    ingest, memory, _ = stubs
+    customer = f"understood-{uuid.uuid4().hex[:6]}"
+    complaint = interaction(
+        customer,
+        1,
+        "You cancelled my flight and charged me $200 to rebook. Ticket 88231 is still open "
+        "and nobody answers. This is the worst service I have ever had.",
+    )
+    ingested = ingest.Ingest(  # type: ignore[attr-defined]
+        ingestion_pb2.IngestRequest(interaction=complaint), metadata=auth(KEY_DEMO)
+    )
+    assert ingested.enrichment.sentiment.name == "negative"
+    recalled = memory.Recall(  # type: ignore[attr-defined]
+        memory_pb2.RecallRequest(customer_id=customer, query="cancelled flight refund"),
+        metadata=auth(KEY_DEMO),
+    )
+    e = recalled.memories[0].memory.enrichment
+    assert e.sentiment.name == "negative" and e.sentiment_score < 0
+    assert e.intents and all(0.0 <= i.confidence <= 1.0 for i in e.intents)
+    assert {x.type for x in e.entities} >= {"money", "ticket_number"}
+    text = recalled.memories[0].memory.interaction.text
+    assert all(text[x.start : x.end] == x.text for x in e.entities)
+    assert 0.0 < e.importance <= 1.0
+    assert e.model_version

@@ -7,11 +7,13 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 import redis
 
 from memcrm.core.errors import InvalidArgument
 from memcrm.core.types import Channel, Direction, Interaction, TraceRef
+from memcrm.interpret.pipeline import Interpreter
 from memcrm.memory.embedded import EmbeddedStores
 from memcrm.memory.hot import HotState
 from memcrm.memory.ingest import Ingestor
@@ -72,9 +74,9 @@ def test_migrations_are_idempotent(stores: EmbeddedStores) -> None:
 
 
 def test_ingest_recall_timeline_roundtrip(
-    store: MemoryStore, hot: HotState, encoder: Encoder, tenant: str
+    store: MemoryStore, hot: HotState, encoder: Encoder, interpreter: Interpreter, tenant: str
 ) -> None:
-    ingestor = Ingestor(store, hot, encoder)
+    ingestor = Ingestor(store, hot, interpreter)
     outcomes = ingestor.ingest(tenant, [interaction(i, t) for i, t in enumerate(TEXTS)], TRACE)
     assert [o.error for o in outcomes] == [""] * 4
     assert not any(o.duplicate for o in outcomes)
@@ -94,9 +96,14 @@ def test_ingest_recall_timeline_roundtrip(
 
 
 def test_reingest_is_idempotent_with_and_without_redis(
-    store: MemoryStore, hot: HotState, encoder: Encoder, stores: EmbeddedStores, tenant: str
+    store: MemoryStore,
+    hot: HotState,
+    encoder: Encoder,
+    interpreter: Interpreter,
+    stores: EmbeddedStores,
+    tenant: str,
 ) -> None:
-    ingestor = Ingestor(store, hot, encoder)
+    ingestor = Ingestor(store, hot, interpreter)
     first = ingestor.ingest(tenant, [interaction(1, TEXTS[0])], TRACE)[0]
     again = ingestor.ingest(tenant, [interaction(1, TEXTS[0])], TRACE)[0]
     assert again.duplicate and again.memory_id == first.memory_id
@@ -108,9 +115,9 @@ def test_reingest_is_idempotent_with_and_without_redis(
 
 
 def test_changed_content_is_a_new_version_and_as_of_sees_the_old(
-    store: MemoryStore, hot: HotState, encoder: Encoder, tenant: str
+    store: MemoryStore, hot: HotState, encoder: Encoder, interpreter: Interpreter, tenant: str
 ) -> None:
-    ingestor = Ingestor(store, hot, encoder)
+    ingestor = Ingestor(store, hot, interpreter)
     first = ingestor.ingest(tenant, [interaction(1, "My bag is lost")], TRACE)[0]
     between = datetime.now(UTC)
     second = ingestor.ingest(tenant, [interaction(1, "My bag was found, thanks")], TRACE)[0]
@@ -124,9 +131,9 @@ def test_changed_content_is_a_new_version_and_as_of_sees_the_old(
 
 
 def test_bad_items_fail_alone_and_write_nothing(
-    store: MemoryStore, hot: HotState, encoder: Encoder, tenant: str
+    store: MemoryStore, hot: HotState, encoder: Encoder, interpreter: Interpreter, tenant: str
 ) -> None:
-    ingestor = Ingestor(store, hot, encoder)
+    ingestor = Ingestor(store, hot, interpreter)
     future = datetime.now(UTC) + timedelta(days=3)
     items = [
         interaction(1, TEXTS[0]),
@@ -140,8 +147,10 @@ def test_bad_items_fail_alone_and_write_nothing(
     assert store.count(tenant) == 1
 
 
-def test_tenants_are_isolated(store: MemoryStore, hot: HotState, encoder: Encoder) -> None:
-    ingestor = Ingestor(store, hot, encoder)
+def test_tenants_are_isolated(
+    store: MemoryStore, hot: HotState, encoder: Encoder, interpreter: Interpreter
+) -> None:
+    ingestor = Ingestor(store, hot, interpreter)
     a, b = f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}"
     ingestor.ingest(a, [interaction(1, TEXTS[0])], TRACE)
     reader = MemoryReader(store, encoder)
@@ -153,9 +162,9 @@ def test_tenants_are_isolated(store: MemoryStore, hot: HotState, encoder: Encode
 
 
 def test_recall_filters_channels_and_validates(
-    store: MemoryStore, hot: HotState, encoder: Encoder, tenant: str
+    store: MemoryStore, hot: HotState, encoder: Encoder, interpreter: Interpreter, tenant: str
 ) -> None:
-    ingestor = Ingestor(store, hot, encoder)
+    ingestor = Ingestor(store, hot, interpreter)
     ingestor.ingest(
         tenant,
         [interaction(1, TEXTS[0]), interaction(2, TEXTS[2], channel=Channel.TICKET)],
@@ -172,3 +181,39 @@ def test_recall_filters_channels_and_validates(
     with pytest.raises(InvalidArgument) as err:
         reader.timeline(tenant, "alice", page_token="garbage")
     assert err.value.field == "page_token"
+
+
+def test_redaction_removes_pii_from_postgres_and_from_the_embedding_input(
+    store: MemoryStore,
+    hot: HotState,
+    encoder: Encoder,
+    interpreter: Interpreter,
+    stores: EmbeddedStores,
+    tenant: str,
+) -> None:
+    card = "4111 1111 1111 1111"
+    text = f"Please refund the $120 to my card {card}, my order #A12345 never shipped."
+    outcome = Ingestor(store, hot, interpreter).ingest(tenant, [interaction(1, text)], TRACE)[0]
+    assert outcome.error == ""
+    with psycopg.connect(stores.database_url) as conn:
+        row = conn.execute(
+            "SELECT text, enrichment::text, embedding::text FROM memories WHERE tenant_id = %s",
+            (tenant,),
+        ).fetchone()
+    assert row is not None
+    stored_text, enrichment_json, _ = row
+    assert "4111" not in stored_text and "4111" not in enrichment_json
+    assert "[PAYMENT_CARD]" in stored_text
+    memory = MemoryReader(store, encoder).timeline(tenant, "alice").memories[0]
+    redactions = memory.enrichment.redactions
+    assert [r.type for r in redactions] == ["payment_card"]
+    assert stored_text[redactions[0].start : redactions[0].end] == "[PAYMENT_CARD]"
+    assert {e.type for e in memory.enrichment.entities} >= {"money", "order_number"}
+    for e in memory.enrichment.entities:
+        assert stored_text[e.start : e.end] == e.text
+    # The embedding was computed from the redacted text, not the original.
+    recalled = MemoryReader(store, encoder).recall(tenant, "alice", "refund", top_k=1)[0]
+    redacted_vector = encoder.encode([stored_text])[0]
+    original_vector = encoder.encode([text])[0]
+    assert float(recalled.embedding @ redacted_vector) > 0.9999
+    assert float(recalled.embedding @ original_vector) < 0.9999

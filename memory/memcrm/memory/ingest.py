@@ -1,16 +1,22 @@
-"""Ingestion: validate, embed and durably store interactions, idempotently."""
+"""Ingestion: validate, interpret and durably store interactions, idempotently.
+
+Three steps so the service can batch the encoder pass across concurrent requests:
+``screen`` (validation, PII policy, idempotency look-up), the interpreter's ``analyze``
+(batched by the caller), and ``store`` (one transaction for the request).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from memcrm.core.errors import InvalidArgument
-from memcrm.core.ports import Embedder
-from memcrm.core.types import Enrichment, IngestOutcome, Interaction, TraceRef
+from memcrm.core.types import IngestOutcome, Interaction, TraceRef
 from memcrm.core.validation import check_interaction
+from memcrm.interpret.pipeline import Analysis, Interpreter, Screened
 from memcrm.memory.hot import HotState, KnownVersion
 from memcrm.memory.store import (
     MemoryStore,
@@ -22,7 +28,10 @@ from memcrm.memory.store import (
 
 
 def content_sha256(it: Interaction) -> bytes:
-    """Identity of an interaction's content: what makes a re-send a duplicate."""
+    """Identity of an interaction's content as stored: what makes a re-send a duplicate.
+
+    Computed after PII redaction, so no derivative of a redacted value is kept.
+    """
     doc = {
         "customer_id": it.customer_id,
         "channel": int(it.channel),
@@ -37,21 +46,88 @@ def content_sha256(it: Interaction) -> bytes:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).digest()
 
 
-def embedding_text(it: Interaction) -> str:
-    """What the encoder reads: subject and body, or a description when there is no text."""
-    parts = [p for p in (it.subject.strip(), it.text.strip()) if p]
-    if parts:
-        return "\n".join(parts)
-    attrs = ", ".join(f"{k}={v}" for k, v in sorted(it.attributes.items()))
-    return f"{it.channel.name.lower()} {it.direction.name.lower()} {attrs}".strip()
+@dataclass
+class Screening:
+    """A request after the cheap step: answers known so far and what still needs the model."""
+
+    tenant_id: str
+    outcomes: list[IngestOutcome | None]
+    pending: list[tuple[int, Screened, bytes]] = field(default_factory=list)
+
+    @property
+    def texts(self) -> list[str]:
+        return [s.model_text for _, s, _ in self.pending]
 
 
 class Ingestor:
-    def __init__(self, store: MemoryStore, hot: HotState, embedder: Embedder) -> None:
+    def __init__(self, store: MemoryStore, hot: HotState, interpreter: Interpreter) -> None:
         self._store = store
         self._hot = hot
-        self._embedder = embedder
-        self.model_version = embedder.name
+        self.interpreter = interpreter
+
+    def screen(
+        self,
+        tenant_id: str,
+        interactions: Sequence[Interaction | InvalidArgument],
+        *,
+        now: datetime | None = None,
+        field_prefix: str = "interactions",
+    ) -> Screening:
+        """Validate each input (inputs that failed translation arrive as their error), apply the
+        tenant's PII policy and answer known duplicates from the hot state."""
+        now = now or datetime.now(UTC)
+        screening = Screening(tenant_id, [None] * len(interactions))
+        candidates: list[tuple[int, Screened, bytes]] = []
+        for i, item in enumerate(interactions):
+            if isinstance(item, InvalidArgument):
+                screening.outcomes[i] = IngestOutcome("", error=item.message)
+                continue
+            try:
+                check_interaction(item, f"{field_prefix}[{i}]", now)
+            except InvalidArgument as exc:
+                screening.outcomes[i] = IngestOutcome(item.interaction_id, error=exc.message)
+                continue
+            screened = self.interpreter.screen(tenant_id, item)
+            candidates.append((i, screened, content_sha256(screened.interaction)))
+
+        ids = [s.interaction.interaction_id for _, s, _ in candidates]
+        known = self._hot.known(tenant_id, ids)
+        for i, screened, digest in candidates:
+            interaction_id = screened.interaction.interaction_id
+            hit = known.get(interaction_id)
+            if hit is not None and hit.content_sha256 == digest:
+                enrichment = enrichment_from_json(json.loads(hit.enrichment_json))
+                screening.outcomes[i] = IngestOutcome(
+                    interaction_id, hit.memory_id, True, enrichment
+                )
+            else:
+                screening.pending.append((i, screened, digest))
+        return screening
+
+    def store(
+        self, screening: Screening, analyses: Sequence[Analysis], trace: TraceRef
+    ) -> list[IngestOutcome]:
+        """Store what is pending in one transaction; one outcome per input, in order."""
+        outcomes = list(screening.outcomes)
+        if screening.pending:
+            screened = [s for _, s, _ in screening.pending]
+            understood = self.interpreter.understand(screening.tenant_id, screened, analyses)
+            stored = self._store.ingest(
+                screening.tenant_id,
+                [
+                    NewMemory(s.interaction, digest, u.embedding, u.enrichment, trace)
+                    for (_, s, digest), u in zip(screening.pending, understood, strict=True)
+                ],
+            )
+            self._hot.remember(screening.tenant_id, _latest(stored))
+            for (i, s, _), result in zip(screening.pending, stored, strict=True):
+                outcomes[i] = IngestOutcome(
+                    s.interaction.interaction_id,
+                    result.memory_id,
+                    result.duplicate,
+                    result.enrichment,
+                )
+        return [o for o in outcomes if o is not None]
 
     def ingest(
         self,
@@ -62,51 +138,10 @@ class Ingestor:
         now: datetime | None = None,
         field_prefix: str = "interactions",
     ) -> list[IngestOutcome]:
-        """One outcome per input, in order; a bad item fails only itself.
-
-        Inputs that failed translation arrive as their ``InvalidArgument``. Everything valid is
-        stored in one transaction before this returns.
-        """
-        now = now or datetime.now(UTC)
-        outcomes: list[IngestOutcome | None] = [None] * len(interactions)
-        valid: list[tuple[int, Interaction, bytes]] = []
-        for i, item in enumerate(interactions):
-            if isinstance(item, InvalidArgument):
-                outcomes[i] = IngestOutcome("", error=item.message)
-                continue
-            try:
-                check_interaction(item, f"{field_prefix}[{i}]", now)
-            except InvalidArgument as exc:
-                outcomes[i] = IngestOutcome(item.interaction_id, error=exc.message)
-                continue
-            valid.append((i, item, content_sha256(item)))
-
-        known = self._hot.known(tenant_id, [it.interaction_id for _, it, _ in valid])
-        pending: list[tuple[int, Interaction, bytes]] = []
-        for i, it, digest in valid:
-            hit = known.get(it.interaction_id)
-            if hit is not None and hit.content_sha256 == digest:
-                enrichment = enrichment_from_json(json.loads(hit.enrichment_json))
-                outcomes[i] = IngestOutcome(it.interaction_id, hit.memory_id, True, enrichment)
-            else:
-                pending.append((i, it, digest))
-
-        if pending:
-            vectors = self._embedder.encode([embedding_text(it) for _, it, _ in pending])
-            enrichment = Enrichment(model_version=self.model_version)
-            stored = self._store.ingest(
-                tenant_id,
-                [
-                    NewMemory(it, digest, vectors[n], enrichment, trace)
-                    for n, (_, it, digest) in enumerate(pending)
-                ],
-            )
-            self._hot.remember(tenant_id, _latest(stored))
-            for (i, it, _), s in zip(pending, stored, strict=True):
-                outcomes[i] = IngestOutcome(
-                    it.interaction_id, s.memory_id, s.duplicate, s.enrichment
-                )
-        return [o for o in outcomes if o is not None]
+        """All three steps for one request, unbatched."""
+        screening = self.screen(tenant_id, interactions, now=now, field_prefix=field_prefix)
+        analyses = self.interpreter.analyze(screening.texts, self.interpreter.intent_set(tenant_id))
+        return self.store(screening, analyses, trace)
 
 
 def _latest(stored: Sequence[Stored]) -> dict[str, KnownVersion]:

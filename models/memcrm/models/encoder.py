@@ -6,9 +6,13 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 from memcrm.core.types import EMBEDDING_DIM
 
@@ -47,6 +51,12 @@ class Encoder:
                 f"encoder at {path} gives {dim} dimensions, memcrm needs {EMBEDDING_DIM}"
             )
         self.name = ENCODER_NAME if model_path is None else path.name
+
+    @property
+    def model(self) -> SentenceTransformer:
+        """The loaded sentence-transformers model, shared by the enrichment heads so that a
+        process holds one copy of the encoder."""
+        return self._model
 
     def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
         if not texts:

@@ -7,12 +7,16 @@ the caller's trace from a W3C carrier.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from ray import serve
+
 from memcrm.core.errors import InvalidArgument
 from memcrm.core.settings import Settings
+from memcrm.core.tenants import TenantConfigs
 from memcrm.core.tracing import child_span, configure_tracing
 from memcrm.core.types import (
     Channel,
@@ -23,6 +27,7 @@ from memcrm.core.types import (
     TimelinePage,
     TraceRef,
 )
+from memcrm.interpret.pipeline import Analysis, Interpreter
 from memcrm.memory.hot import HotState
 from memcrm.memory.ingest import Ingestor
 from memcrm.memory.recall import MemoryReader
@@ -33,13 +38,14 @@ log = logging.getLogger(__name__)
 
 class IngestionDeployment:
     def __init__(self, settings: Settings, database_url: str, redis_url: str) -> None:
-        from memcrm.models.encoder import Encoder
+        from memcrm.models.enrichment import EnrichmentModel
 
         configure_tracing("ingestion")
+        interpreter = Interpreter(EnrichmentModel(), TenantConfigs.load(settings.tenants_dir))
         self._store = MemoryStore(database_url, max_size=settings.db_pool_max)
-        self._ingestor = Ingestor(self._store, HotState(redis_url), Encoder())
+        self._ingestor = Ingestor(self._store, HotState(redis_url), interpreter)
 
-    def ingest(
+    async def ingest(
         self,
         tenant_id: str,
         items: Sequence[Interaction | InvalidArgument],
@@ -48,7 +54,19 @@ class IngestionDeployment:
         field_prefix: str,
     ) -> list[IngestOutcome]:
         with child_span("memcrm.ingest", carrier, {"memcrm.items": len(items)}):
-            return self._ingestor.ingest(tenant_id, items, trace, field_prefix=field_prefix)
+            screening = await asyncio.to_thread(
+                self._ingestor.screen, tenant_id, items, field_prefix=field_prefix
+            )
+            analyses: list[Analysis] = []
+            if screening.pending:
+                intent_set = self._ingestor.interpreter.intent_set(tenant_id)
+                analyses = await self._analyze((intent_set, screening.texts))
+            return await asyncio.to_thread(self._ingestor.store, screening, analyses, trace)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.003)
+    async def _analyze(self, requests: list[tuple[str, list[str]]]) -> list[list[Analysis]]:
+        """One encoder pass over the texts of every request waiting now (cross-request batch)."""
+        return await asyncio.to_thread(self._ingestor.interpreter.analyze_many, requests)
 
 
 class MemoryDeployment:

@@ -1,0 +1,1 @@
+"""Shipped enrichment artifacts (see memcrm.models.train_enrichment)."""
