@@ -165,10 +165,20 @@ def airline_issue(ctx: Context) -> dict[str, Any]:
     )
 
 
+def objections(ctx: Context) -> dict[str, Any]:
+    """The shipped objection set on the test half of our labelled set (tests/data)."""
+    from memcrm.interpret.objections import evaluate
+
+    result = evaluate(lambda texts: ctx.run(tuple(texts)).embeddings)
+    model = {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"]}
+    return compare("objections", model, result["baseline"], result["n_test"], result["n_dev"])
+
+
 TASKS: list[tuple[str, Callable[[Context], dict[str, Any]]]] = [
     ("banking77_intent", banking77_intent),
     ("airline_sentiment", airline_sentiment),
     ("airline_issue", airline_issue),
+    ("objections", objections),
 ]
 
 
