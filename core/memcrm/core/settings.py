@@ -37,6 +37,8 @@ class Settings(BaseSettings):
 
     # Tenant configuration: one YAML file per tenant, <tenant>.yaml (see memcrm.core.tenants).
     tenants_dir: Path | None = None
+    # Intent heads trained for tenants (`train_enrichment intents --out DIR`), beside the shipped.
+    intents_dir: Path | None = None
 
     # Where the public data sets live (training and demos); users may point at their own.
     data_dir: Path = Path("../shared/data")

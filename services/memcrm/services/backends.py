@@ -41,7 +41,11 @@ class IngestionDeployment:
         from memcrm.models.enrichment import EnrichmentModel
 
         configure_tracing("ingestion")
-        interpreter = Interpreter(EnrichmentModel(), TenantConfigs.load(settings.tenants_dir))
+        tenants = TenantConfigs.load(settings.tenants_dir)
+        model = EnrichmentModel(intents_dir=settings.intents_dir)
+        for tenant in sorted(tenants.tenants):  # a missing intent set fails start-up, not ingest
+            model.intent_labels(tenants.get(tenant).intents.set)
+        interpreter = Interpreter(model, tenants)
         self._store = MemoryStore(database_url, max_size=settings.db_pool_max)
         self._ingestor = Ingestor(self._store, HotState(redis_url), interpreter)
 
