@@ -1,1 +1,1 @@
-"""Shipped enrichment artifacts (see memcrm.models.train_enrichment)."""
+"""Shipped enrichment artifacts (memcrm.models.train_enrichment)."""
