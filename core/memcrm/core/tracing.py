@@ -61,16 +61,6 @@ def configure_tracing(component: str) -> None:
             log.exception("memcrm.tracing: could not configure tracing; continuing without")
 
 
-def force_flush(timeout_ms: int = 5000) -> None:
-    provider = trace.get_tracer_provider()
-    flush = getattr(provider, "force_flush", None)
-    if flush is not None:
-        try:
-            flush(timeout_ms)
-        except Exception:
-            log.exception("memcrm.tracing: flush failed")
-
-
 def trace_ref(span: Span) -> TraceRef:
     ctx = span.get_span_context()
     return TraceRef(trace.format_trace_id(ctx.trace_id), trace.format_span_id(ctx.span_id))

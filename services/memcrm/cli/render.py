@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 
+from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
@@ -22,20 +23,18 @@ MAX_SHOWN_ERRORS = 5
 # Small formatters ---------------------------------------------------------------------------
 
 
+def _enum_name(enum: EnumDescriptor, prefix: str, value: int) -> str:
+    """``CHANNEL_SOCIAL`` as ``social``; an unknown number as itself."""
+    known = enum.values_by_number.get(value)
+    return known.name.removeprefix(prefix).lower() if known is not None else str(value)
+
+
 def channel_name(value: int) -> str:
-    try:
-        name = common_pb2.Channel.Name(common_pb2.Channel.ValueType(value))
-        return name.removeprefix("CHANNEL_").lower()
-    except ValueError:
-        return str(value)
+    return _enum_name(common_pb2.Channel.DESCRIPTOR, "CHANNEL_", value)
 
 
 def direction_name(value: int) -> str:
-    try:
-        name = common_pb2.Direction.Name(common_pb2.Direction.ValueType(value))
-        return name.removeprefix("DIRECTION_").lower()
-    except ValueError:
-        return str(value)
+    return _enum_name(common_pb2.Direction.DESCRIPTOR, "DIRECTION_", value)
 
 
 def fmt_time(stamp: Timestamp) -> str:

@@ -40,6 +40,15 @@ def optional_time(msg: Timestamp, has: bool, field: str) -> datetime | None:
         raise InvalidArgument(field, "is not a valid timestamp") from None
 
 
+def as_of(
+    request: memory_pb2.RecallRequest
+    | memory_pb2.GetTimelineRequest
+    | recommendation_pb2.NextBestActionRequest,
+) -> datetime | None:
+    """The request's optional ``as_of``; unset means now."""
+    return optional_time(request.as_of, request.HasField("as_of"), "as_of")
+
+
 def interaction(msg: common_pb2.Interaction, prefix: str) -> Interaction:
     """Structural checks only; the domain validates the contract's rules."""
     occurred = optional_time(msg.occurred_at, msg.HasField("occurred_at"), f"{prefix}.occurred_at")

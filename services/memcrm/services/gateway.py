@@ -153,7 +153,7 @@ class Gateway:
         self, request: memory_pb2.RecallRequest, grpc_context: RayServegRPCContext
     ) -> memory_pb2.RecallResponse:
         async def work(p: Principal, span: Span) -> memory_pb2.RecallResponse:
-            as_of = convert.optional_time(request.as_of, request.HasField("as_of"), "as_of")
+            as_of = convert.as_of(request)
             set_attributes(span, {"memcrm.customer_id": request.customer_id})
             recalled = await self._memory.recall.remote(
                 p.tenant_id,
@@ -181,7 +181,7 @@ class Gateway:
         self, request: memory_pb2.GetTimelineRequest, grpc_context: RayServegRPCContext
     ) -> memory_pb2.GetTimelineResponse:
         async def work(p: Principal, span: Span) -> memory_pb2.GetTimelineResponse:
-            as_of = convert.optional_time(request.as_of, request.HasField("as_of"), "as_of")
+            as_of = convert.as_of(request)
             set_attributes(span, {"memcrm.customer_id": request.customer_id})
             page = await self._memory.timeline.remote(
                 p.tenant_id,
@@ -215,7 +215,7 @@ class Gateway:
             check_text("context", request.context)
             channel = check_channel("channel", request.channel, required=False)
             top_n = check_bounded("top_n", request.top_n, DEFAULT_TOP_N, MAX_TOP_N)
-            as_of = convert.optional_time(request.as_of, request.HasField("as_of"), "as_of")
+            as_of = convert.as_of(request)
             set_attributes(span, {"memcrm.customer_id": request.customer_id})
             decision, decided_at = await self._recommendation.decide.remote(
                 p.tenant_id,
