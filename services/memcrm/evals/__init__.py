@@ -1,0 +1,1 @@
+"""Benchmarks of memcrm through its real API, each beside baselines computed in the same run."""
