@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help install run test lint typecheck protos protos-check buf-lint train eval-enrichment clean
+.PHONY: help install run test lint typecheck protos protos-check buf-lint train eval-enrichment eval-memory clean
 
 help: ## List the targets with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -46,7 +46,7 @@ buf-lint: $(BUF)
 	cd protos && ../$(BUF) lint
 
 typecheck: $(STAMP) ## mypy --strict on our packages
-	$(VENV)/bin/mypy -p memcrm.core -p memcrm.memory -p memcrm.models -p memcrm.explain -p memcrm.interpret -p memcrm.decisions -p memcrm.services -p memcrm.cli
+	$(VENV)/bin/mypy -p memcrm.core -p memcrm.memory -p memcrm.models -p memcrm.explain -p memcrm.interpret -p memcrm.decisions -p memcrm.services -p memcrm.cli -p memcrm.evals
 
 protos: $(STAMP) ## Regenerate Python code and type stubs from protos/
 	PYTHON=$(abspath $(PY)) scripts/gen_protos.sh
@@ -61,6 +61,9 @@ train: $(STAMP) ## Rebuild every shipped model from ../shared/data (MEMCRM_DATA_
 
 eval-enrichment: $(STAMP) ## Interpretation heads vs TF-IDF+LR baselines on held-out data (one JSON)
 	$(PY) -m memcrm.models.eval_enrichment
+
+eval-memory: $(STAMP) ## LoCoMo evidence recall via gRPC vs BM25 and dense baselines (one JSON)
+	@$(PY) -m memcrm.evals.eval_memory
 
 clean: ## Remove the virtualenv, tools and local data
 	rm -rf $(VENV) .tools .memcrm .mypy_cache .ruff_cache .pytest_cache
