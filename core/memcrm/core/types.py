@@ -122,14 +122,20 @@ class Memory:
     recorded_at: datetime
     ingest_trace: TraceRef
     version: int = 1
+    # The first memory of this memory's near-duplicate cluster, when it has one.
+    near_duplicate_of: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class ScoreParts:
+    """A recalled memory's score is the sum of these weighted parts (see memory.ranking)."""
+
     semantic: float
     lexical: float = 0.0
     recency: float = 0.0
     importance: float = 0.0
+    # What the memory's neighbours in the same conversation add (a reply to a matching turn).
+    context: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,3 +213,69 @@ class Decision:
     actions: list[RecommendedAction]
     model_version: str
     model_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileItem:
+    """One claim about a customer and the memories it rests on."""
+
+    text: str
+    memory_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelContact:
+    channel: Channel
+    at: datetime
+    memory_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SentimentPoint:
+    at: datetime
+    score: float
+    memory_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SentimentTrend:
+    direction: str  # improving | steady | worsening | unknown
+    recent: float
+    previous: float
+    points: tuple[SentimentPoint, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    name: str
+    score: float
+    explanation: Explanation
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerProfile:
+    """What is known about a customer as of a moment; every claim cites memory ids."""
+
+    customer_id: str
+    as_of: datetime
+    interaction_count: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+    summary: str
+    open_issues: tuple[ProfileItem, ...]
+    objections: tuple[ProfileItem, ...]
+    preferences: tuple[ProfileItem, ...]
+    sentiment_trend: SentimentTrend
+    last_contact: tuple[ChannelContact, ...]
+    predictions: tuple[Prediction, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilter:
+    """Tenant-wide search bounds (SearchMemories)."""
+
+    as_of: datetime
+    channels: tuple[Channel, ...] = ()
+    occurred_after: datetime | None = None
+    occurred_before: datetime | None = None
+    one_per_customer: bool = False

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import numpy as np
 from numpy.typing import NDArray
 
+from memcrm.core.errors import InvalidArgument
 from memcrm.core.ports import Embedder
-from memcrm.core.types import Channel, RecalledMemory, TimelinePage
+from memcrm.core.types import Channel, RecalledMemory, SearchFilter, TimelinePage
 from memcrm.core.validation import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_TOP_K,
@@ -51,7 +52,40 @@ class MemoryReader:
             top_k=k,
             as_of=as_of or datetime.now(UTC),
             channels=wanted,
+            query_text=query,
         )
+
+    def search(
+        self,
+        tenant_id: str,
+        query: str,
+        *,
+        top_k: int = 0,
+        as_of: datetime | None = None,
+        channels: Sequence[int] = (),
+        occurred_after: datetime | None = None,
+        occurred_before: datetime | None = None,
+        one_per_customer: bool = False,
+    ) -> list[RecalledMemory]:
+        """Memories across the tenant's customers that match ``query``, best first."""
+        check_text("query", query)
+        if not query.strip():
+            raise InvalidArgument("query", "is required")
+        k = check_bounded("top_k", top_k, DEFAULT_TOP_K, MAX_TOP_K)
+        wanted = tuple(
+            check_channel(f"channels[{i}]", c, required=True) for i, c in enumerate(channels)
+        )
+        if occurred_after and occurred_before and occurred_after >= occurred_before:
+            raise InvalidArgument("occurred_before", "must be later than occurred_after")
+        bounds = SearchFilter(
+            as_of=as_of or datetime.now(UTC),
+            channels=wanted,
+            occurred_after=occurred_after,
+            occurred_before=occurred_before,
+            one_per_customer=one_per_customer,
+        )
+        embedding = self._embedder.encode([query])[0]
+        return self._store.search(tenant_id, embedding, query, top_k=k, bounds=bounds)
 
     def embed_query(self, query: str) -> NDArray[np.float32] | None:
         """The query's embedding; None for an empty query (recall by recency)."""
@@ -65,10 +99,13 @@ class MemoryReader:
         *,
         top_k: int,
         as_of: datetime,
+        query_text: str = "",
     ) -> list[RecalledMemory]:
         """Recall with an embedding the caller already has (decisions reuse the context's)."""
         check_id("customer_id", customer_id)
-        return self._store.recall(tenant_id, customer_id, query, top_k=top_k, as_of=as_of)
+        return self._store.recall(
+            tenant_id, customer_id, query, top_k=top_k, as_of=as_of, query_text=query_text
+        )
 
     def timeline(
         self,

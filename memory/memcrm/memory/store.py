@@ -36,14 +36,31 @@ from memcrm.core.types import (
     Memory,
     RecalledMemory,
     ScoreParts,
+    SearchFilter,
     TimelinePage,
     TraceRef,
+)
+from memcrm.memory.ranking import (
+    SEARCH_SETTINGS,
+    VISIBLE,
+    RecallWeights,
+    recall_sql,
+    search_sql,
+    weight_params,
 )
 
 _COLUMNS = (
     "memory_id, interaction_id, version, customer_id, channel, direction, occurred_at,"
-    " recorded_at, text, subject, actor_id, thread_id, attributes, enrichment, trace_id, span_id"
+    " recorded_at, text, subject, actor_id, thread_id, attributes, enrichment, trace_id, span_id,"
+    " near_duplicate_of"
 )
+
+_M_COLUMNS = ", ".join(f"m.{c.strip()}" for c in _COLUMNS.split(","))
+
+# Cosine similarity from which two interactions of one customer count as the same thing said
+# twice (e.g. a complaint by email, then as a ticket). all-MiniLM-L6-v2 paraphrases of one
+# complaint score about 0.85-0.95; different complaints of one customer rarely exceed 0.8.
+NEAR_DUPLICATE_THRESHOLD = 0.9
 
 
 @dataclass(frozen=True)
@@ -68,7 +85,16 @@ class Stored:
 
 
 class MemoryStore:
-    def __init__(self, database_url: str, *, max_size: int = 8) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        max_size: int = 8,
+        weights: RecallWeights | None = None,
+        near_duplicate_threshold: float = NEAR_DUPLICATE_THRESHOLD,
+    ) -> None:
+        self.weights = weights or RecallWeights()
+        self.near_duplicate_threshold = near_duplicate_threshold
         self._pool = ConnectionPool(
             database_url,
             min_size=1,
@@ -126,11 +152,14 @@ class MemoryStore:
             )
         version = 1 if latest is None else int(latest["version"]) + 1
         memory_id = uuid.uuid4()
-        conn.execute(
+        cluster, similarity = self._near_duplicate(conn, tenant_id, item)
+        row = conn.execute(
             "INSERT INTO memories (tenant_id, memory_id, interaction_id, version, customer_id,"
             " channel, direction, occurred_at, text, subject, actor_id, thread_id, attributes,"
-            " content_sha256, enrichment, embedding, trace_id, span_id) VALUES"
-            " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            " content_sha256, enrichment, embedding, trace_id, span_id, near_duplicate_of,"
+            " near_duplicate_similarity) VALUES"
+            " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " RETURNING recorded_at",
             (
                 tenant_id,
                 memory_id,
@@ -150,11 +179,50 @@ class MemoryStore:
                 item.embedding,
                 item.trace.trace_id,
                 item.trace.span_id,
+                cluster,
+                similarity,
             ),
-        )
+        ).fetchone()
+        if latest is not None and row is not None:
+            # The previous version stays visible to as_of queries before this moment.
+            conn.execute(
+                "UPDATE memories SET superseded_at = %s"
+                " WHERE tenant_id = %s AND memory_id = %s AND superseded_at IS NULL",
+                (row["recorded_at"], tenant_id, latest["memory_id"]),
+            )
         return Stored(
             it.interaction_id, str(memory_id), version, False, item.content_sha256, item.enrichment
         )
+
+    def _near_duplicate(
+        self, conn: psycopg.Connection[dict[str, Any]], tenant_id: str, item: NewMemory
+    ) -> tuple[uuid.UUID | None, float | None]:
+        """The cluster of the customer's most similar current memory of another interaction in
+        the same direction from the same actor, when it is at least
+        ``near_duplicate_threshold`` similar, on any channel."""
+        it = item.interaction
+        row = conn.execute(
+            # Exact over the customer's memories (MATERIALIZED keeps the tenant-wide HNSW
+            # index, which would filter after an approximate search, out of it).
+            "WITH mine AS MATERIALIZED (SELECT memory_id, near_duplicate_of, embedding"
+            " FROM memories WHERE tenant_id = %(t)s AND customer_id = %(c)s"
+            " AND direction = %(d)s AND actor_id = %(a)s"
+            " AND superseded_at IS NULL AND interaction_id <> %(i)s)"
+            " SELECT coalesce(near_duplicate_of, memory_id) AS cluster,"
+            " 1 - (embedding <=> %(e)s) AS similarity FROM mine"
+            " ORDER BY embedding <=> %(e)s LIMIT 1",
+            {
+                "e": item.embedding,
+                "t": tenant_id,
+                "c": it.customer_id,
+                "d": int(it.direction),
+                "a": it.actor_id,
+                "i": it.interaction_id,
+            },
+        ).fetchone()
+        if row is None or float(row["similarity"]) < self.near_duplicate_threshold:
+            return None, None
+        return row["cluster"], float(row["similarity"])
 
     def recall(
         self,
@@ -165,42 +233,59 @@ class MemoryStore:
         top_k: int,
         as_of: datetime,
         channels: Sequence[Channel] = (),
+        query_text: str = "",
+        weights: RecallWeights | None = None,
     ) -> list[RecalledMemory]:
-        """The customer's memories by cosine similarity to ``query``; by recency without one.
-
-        Exact search over one customer's memories: their count is small, so a sequential scan
-        of the customer's rows is both exact and fast.
-        """
-        channel_filter = "AND channel = ANY(%(channels)s)" if channels else ""
-        order = "embedding <=> %(query)s" if query is not None else "occurred_at DESC, memory_id"
-        semantic = "1 - (embedding <=> %(query)s)" if query is not None else "0.0"
-        sql = (
-            f"WITH visible AS (SELECT DISTINCT ON (interaction_id) * FROM memories"
-            f" WHERE tenant_id = %(tenant)s AND customer_id = %(customer)s"
-            f" AND recorded_at <= %(as_of)s ORDER BY interaction_id, version DESC)"
-            f" SELECT {_COLUMNS}, embedding, {semantic} AS semantic FROM visible"
-            f" WHERE TRUE {channel_filter} ORDER BY {order} LIMIT %(top_k)s"
-        )
-        params = {
+        """The customer's memories ranked by hybrid relevance (``memory.ranking``); without a
+        query embedding, the most important recent ones."""
+        sql = recall_sql(_M_COLUMNS, with_query=query is not None, channel_filter=bool(channels))
+        params: dict[str, object] = {
             "tenant": tenant_id,
             "customer": customer_id,
             "as_of": as_of,
             "query": query,
+            "query_text": query_text,
             "top_k": top_k,
             "channels": [int(c) for c in channels],
+            **weight_params(weights or self.weights),
         }
         with self._conn() as conn:
             rows = conn.execute(sql.encode(), params).fetchall()
-        recalled = []
-        for row in rows:
-            memory = _memory(row)
-            semantic_score = float(row["semantic"])
-            recency = _recency(memory.interaction.occurred_at, as_of)
-            parts = ScoreParts(semantic=semantic_score, recency=recency)
-            score = semantic_score if query is not None else recency
-            embedding = np.asarray(row["embedding"].to_numpy(), dtype=np.float32)
-            recalled.append(RecalledMemory(memory, score, parts, embedding))
-        return recalled
+        return [_recalled(row) for row in rows]
+
+    def search(
+        self,
+        tenant_id: str,
+        query: NDArray[np.float32],
+        query_text: str,
+        *,
+        top_k: int,
+        bounds: SearchFilter,
+        weights: RecallWeights | None = None,
+    ) -> list[RecalledMemory]:
+        """Tenant-wide hybrid search across customers (``memory.ranking.search_sql``)."""
+        sql = search_sql(
+            _M_COLUMNS,
+            channel_filter=bool(bounds.channels),
+            one_per_customer=bounds.one_per_customer,
+        )
+        params: dict[str, object] = {
+            "tenant": tenant_id,
+            "as_of": bounds.as_of,
+            "after": bounds.occurred_after,
+            "before": bounds.occurred_before,
+            "channels": [int(c) for c in bounds.channels],
+            "query": query,
+            "query_text": query_text,
+            "candidates": max(4 * top_k, 40),
+            "top_k": top_k,
+            **weight_params(weights or self.weights),
+        }
+        with self._conn() as conn, conn.transaction():
+            for setting in SEARCH_SETTINGS:
+                conn.execute(setting.encode())
+            rows = conn.execute(sql.encode(), params).fetchall()
+        return [_recalled(row) for row in rows]
 
     def timeline(
         self,
@@ -216,12 +301,10 @@ class MemoryStore:
         if page_token:
             as_of, after = _decode_token(page_token, customer_id)
         sql = (
-            "WITH visible AS (SELECT DISTINCT ON (interaction_id) * FROM memories"
-            " WHERE tenant_id = %(tenant)s AND customer_id = %(customer)s"
-            " AND recorded_at <= %(as_of)s ORDER BY interaction_id, version DESC)"
-            f" SELECT {_COLUMNS} FROM visible"
-            " WHERE %(after_at)s::timestamptz IS NULL"
-            " OR (occurred_at, memory_id) > (%(after_at)s, %(after_id)s::uuid)"
+            f"SELECT {_COLUMNS} FROM memories"
+            f" WHERE tenant_id = %(tenant)s AND customer_id = %(customer)s AND {VISIBLE}"
+            " AND (%(after_at)s::timestamptz IS NULL"
+            " OR (occurred_at, memory_id) > (%(after_at)s, %(after_id)s::uuid))"
             " ORDER BY occurred_at, memory_id LIMIT %(limit)s"
         )
         params = {
@@ -241,6 +324,20 @@ class MemoryStore:
             token = _encode_token(customer_id, as_of, last.interaction.occurred_at, last.memory_id)
         return TimelinePage(memories, token)
 
+    def customer_memories(
+        self, tenant_id: str, customer_id: str, *, as_of: datetime
+    ) -> list[Memory]:
+        """Every memory of the customer visible at ``as_of``, oldest first (profiles)."""
+        sql = (
+            f"SELECT {_COLUMNS} FROM memories"
+            f" WHERE tenant_id = %(tenant)s AND customer_id = %(customer)s AND {VISIBLE}"
+            " ORDER BY occurred_at, memory_id"
+        )
+        params = {"tenant": tenant_id, "customer": customer_id, "as_of": as_of}
+        with self._conn() as conn:
+            rows = conn.execute(sql.encode(), params).fetchall()
+        return [_memory(row) for row in rows]
+
     def count(self, tenant_id: str) -> int:
         with self._conn() as conn:
             row = conn.execute(
@@ -253,11 +350,6 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     register_vector(conn)
     conn.row_factory = dict_row
     conn.commit()
-
-
-def _recency(occurred_at: datetime, as_of: datetime, half_life_days: float = 30.0) -> float:
-    age_days = max((as_of - occurred_at).total_seconds() / 86400.0, 0.0)
-    return float(0.5 ** (age_days / half_life_days))
 
 
 def enrichment_to_json(e: Enrichment) -> dict[str, Any]:
@@ -307,6 +399,18 @@ def enrichment_from_json(data: dict[str, Any]) -> Enrichment:
     )
 
 
+def _recalled(row: dict[str, Any]) -> RecalledMemory:
+    parts = ScoreParts(
+        semantic=float(row["p_semantic"]),
+        lexical=float(row["p_lexical"]),
+        recency=float(row["p_recency"]),
+        importance=float(row["p_importance"]),
+        context=float(row["p_context"]),
+    )
+    embedding = np.asarray(row["embedding"].to_numpy(), dtype=np.float32)
+    return RecalledMemory(_memory(row), float(row["score"]), parts, embedding)
+
+
 def _memory(row: dict[str, Any]) -> Memory:
     interaction = Interaction(
         interaction_id=row["interaction_id"],
@@ -327,6 +431,7 @@ def _memory(row: dict[str, Any]) -> Memory:
         recorded_at=row["recorded_at"],
         ingest_trace=TraceRef(row["trace_id"], row["span_id"]),
         version=int(row["version"]),
+        near_duplicate_of=str(row["near_duplicate_of"] or ""),
     )
 
 
