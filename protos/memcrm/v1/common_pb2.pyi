@@ -285,10 +285,18 @@ class Memory(_message.Message):
     RECORDED_AT_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
     SPAN_ID_FIELD_NUMBER: _builtins.int
+    NEAR_DUPLICATE_OF_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     memory_id: _builtins.str
     trace_id: _builtins.str
     """The ingestion span that stored it (32 and 16 lowercase hex characters)."""
     span_id: _builtins.str
+    near_duplicate_of: _builtins.str
+    """The first memory of the near-duplicate cluster this memory belongs to (the same thing
+    said again, e.g. a complaint by email and then as a ticket); empty when it has none.
+    """
+    version: _builtins.int
+    """1 for the first version of the interaction; each changed re-ingestion adds one."""
     @_builtins.property
     def interaction(self) -> Global___Interaction: ...
     @_builtins.property
@@ -306,10 +314,12 @@ class Memory(_message.Message):
         recorded_at: _timestamp_pb2.Timestamp | None = ...,
         trace_id: _builtins.str = ...,
         span_id: _builtins.str = ...,
+        near_duplicate_of: _builtins.str = ...,
+        version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["enrichment", b"enrichment", "interaction", b"interaction", "recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["enrichment", b"enrichment", "interaction", b"interaction", "memory_id", b"memory_id", "recorded_at", b"recorded_at", "span_id", b"span_id", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enrichment", b"enrichment", "interaction", b"interaction", "memory_id", b"memory_id", "near_duplicate_of", b"near_duplicate_of", "recorded_at", b"recorded_at", "span_id", b"span_id", "trace_id", b"trace_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

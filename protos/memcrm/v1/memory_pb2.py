@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from memcrm.v1 import common_pb2 as memcrm_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16memcrm/v1/memory.proto\x12\tmemcrm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16memcrm/v1/common.proto\"\x93\x01\n\rRecallRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12)\n\x05\x61s_of\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x08\x63hannels\x18\x05 \x03(\x0e\x32\x12.memcrm.v1.Channel\"T\n\nScoreParts\x12\x10\n\x08semantic\x18\x01 \x01(\x02\x12\x0f\n\x07lexical\x18\x02 \x01(\x02\x12\x0f\n\x07recency\x18\x03 \x01(\x02\x12\x12\n\nimportance\x18\x04 \x01(\x02\"h\n\x0eRecalledMemory\x12!\n\x06memory\x18\x01 \x01(\x0b\x32\x11.memcrm.v1.Memory\x12\r\n\x05score\x18\x02 \x01(\x02\x12$\n\x05parts\x18\x03 \x01(\x0b\x32\x15.memcrm.v1.ScoreParts\"O\n\x0eRecallResponse\x12+\n\x08memories\x18\x01 \x03(\x0b\x32\x19.memcrm.v1.RecalledMemory\x12\x10\n\x08trace_id\x18\x02 \x01(\t\"{\n\x12GetTimelineRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12)\n\x05\x61s_of\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x13GetTimelineResponse\x12#\n\x08memories\x18\x01 \x03(\x0b\x32\x11.memcrm.v1.Memory\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08trace_id\x18\x03 \x01(\t2\x9c\x01\n\rMemoryService\x12=\n\x06Recall\x12\x18.memcrm.v1.RecallRequest\x1a\x19.memcrm.v1.RecallResponse\x12L\n\x0bGetTimeline\x12\x1d.memcrm.v1.GetTimelineRequest\x1a\x1e.memcrm.v1.GetTimelineResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16memcrm/v1/memory.proto\x12\tmemcrm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16memcrm/v1/common.proto\"\x93\x01\n\rRecallRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12)\n\x05\x61s_of\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x08\x63hannels\x18\x05 \x03(\x0e\x32\x12.memcrm.v1.Channel\"e\n\nScoreParts\x12\x10\n\x08semantic\x18\x01 \x01(\x02\x12\x0f\n\x07lexical\x18\x02 \x01(\x02\x12\x0f\n\x07recency\x18\x03 \x01(\x02\x12\x12\n\nimportance\x18\x04 \x01(\x02\x12\x0f\n\x07\x63ontext\x18\x05 \x01(\x02\"h\n\x0eRecalledMemory\x12!\n\x06memory\x18\x01 \x01(\x0b\x32\x11.memcrm.v1.Memory\x12\r\n\x05score\x18\x02 \x01(\x02\x12$\n\x05parts\x18\x03 \x01(\x0b\x32\x15.memcrm.v1.ScoreParts\"O\n\x0eRecallResponse\x12+\n\x08memories\x18\x01 \x03(\x0b\x32\x19.memcrm.v1.RecalledMemory\x12\x10\n\x08trace_id\x18\x02 \x01(\t\"{\n\x12GetTimelineRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12)\n\x05\x61s_of\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x13GetTimelineResponse\x12#\n\x08memories\x18\x01 \x03(\x0b\x32\x11.memcrm.v1.Memory\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08trace_id\x18\x03 \x01(\t\"[\n\x19GetCustomerProfileRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x1aGetCustomerProfileResponse\x12+\n\x07profile\x18\x01 \x01(\x0b\x32\x1a.memcrm.v1.CustomerProfile\x12\x10\n\x08trace_id\x18\x02 \x01(\t\"/\n\x0bProfileItem\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nmemory_ids\x18\x02 \x03(\t\"p\n\x0e\x43hannelContact\x12#\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x12.memcrm.v1.Channel\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tmemory_id\x18\x03 \x01(\t\"Z\n\x0eSentimentPoint\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x11\n\tmemory_id\x18\x03 \x01(\t\"p\n\x0eSentimentTrend\x12\x11\n\tdirection\x18\x01 \x01(\t\x12\x0e\n\x06recent\x18\x02 \x01(\x02\x12\x10\n\x08previous\x18\x03 \x01(\x02\x12)\n\x06points\x18\x04 \x03(\x0b\x32\x19.memcrm.v1.SentimentPoint\"V\n\nPrediction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12+\n\x0b\x65xplanation\x18\x03 \x01(\x0b\x32\x16.memcrm.v1.Explanation\"\xf3\x03\n\x0f\x43ustomerProfile\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x19\n\x11interaction_count\x18\x02 \x01(\x03\x12.\n\nfirst_seen\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07summary\x18\x05 \x01(\t\x12+\n\x0bopen_issues\x18\x06 \x03(\x0b\x32\x16.memcrm.v1.ProfileItem\x12*\n\nobjections\x18\x07 \x03(\x0b\x32\x16.memcrm.v1.ProfileItem\x12+\n\x0bpreferences\x18\x08 \x03(\x0b\x32\x16.memcrm.v1.ProfileItem\x12\x32\n\x0fsentiment_trend\x18\t \x01(\x0b\x32\x19.memcrm.v1.SentimentTrend\x12*\n\x0bpredictions\x18\n \x03(\x0b\x32\x15.memcrm.v1.Prediction\x12/\n\x0clast_contact\x18\x0b \x03(\x0b\x32\x19.memcrm.v1.ChannelContact\x12)\n\x05\x61s_of\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x89\x02\n\x15SearchMemoriesRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12)\n\x05\x61s_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x08\x63hannels\x18\x04 \x03(\x0e\x32\x12.memcrm.v1.Channel\x12\x32\n\x0eoccurred_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0foccurred_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10one_per_customer\x18\x07 \x01(\x08\"W\n\x16SearchMemoriesResponse\x12+\n\x08memories\x18\x01 \x03(\x0b\x32\x19.memcrm.v1.RecalledMemory\x12\x10\n\x08trace_id\x18\x02 \x01(\t2\xd6\x02\n\rMemoryService\x12=\n\x06Recall\x12\x18.memcrm.v1.RecallRequest\x1a\x19.memcrm.v1.RecallResponse\x12L\n\x0bGetTimeline\x12\x1d.memcrm.v1.GetTimelineRequest\x1a\x1e.memcrm.v1.GetTimelineResponse\x12\x61\n\x12GetCustomerProfile\x12$.memcrm.v1.GetCustomerProfileRequest\x1a%.memcrm.v1.GetCustomerProfileResponse\x12U\n\x0eSearchMemories\x12 .memcrm.v1.SearchMemoriesRequest\x1a!.memcrm.v1.SearchMemoriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECALLREQUEST']._serialized_start=95
   _globals['_RECALLREQUEST']._serialized_end=242
   _globals['_SCOREPARTS']._serialized_start=244
-  _globals['_SCOREPARTS']._serialized_end=328
-  _globals['_RECALLEDMEMORY']._serialized_start=330
-  _globals['_RECALLEDMEMORY']._serialized_end=434
-  _globals['_RECALLRESPONSE']._serialized_start=436
-  _globals['_RECALLRESPONSE']._serialized_end=515
-  _globals['_GETTIMELINEREQUEST']._serialized_start=517
-  _globals['_GETTIMELINEREQUEST']._serialized_end=640
-  _globals['_GETTIMELINERESPONSE']._serialized_start=642
-  _globals['_GETTIMELINERESPONSE']._serialized_end=743
-  _globals['_MEMORYSERVICE']._serialized_start=746
-  _globals['_MEMORYSERVICE']._serialized_end=902
+  _globals['_SCOREPARTS']._serialized_end=345
+  _globals['_RECALLEDMEMORY']._serialized_start=347
+  _globals['_RECALLEDMEMORY']._serialized_end=451
+  _globals['_RECALLRESPONSE']._serialized_start=453
+  _globals['_RECALLRESPONSE']._serialized_end=532
+  _globals['_GETTIMELINEREQUEST']._serialized_start=534
+  _globals['_GETTIMELINEREQUEST']._serialized_end=657
+  _globals['_GETTIMELINERESPONSE']._serialized_start=659
+  _globals['_GETTIMELINERESPONSE']._serialized_end=760
+  _globals['_GETCUSTOMERPROFILEREQUEST']._serialized_start=762
+  _globals['_GETCUSTOMERPROFILEREQUEST']._serialized_end=853
+  _globals['_GETCUSTOMERPROFILERESPONSE']._serialized_start=855
+  _globals['_GETCUSTOMERPROFILERESPONSE']._serialized_end=946
+  _globals['_PROFILEITEM']._serialized_start=948
+  _globals['_PROFILEITEM']._serialized_end=995
+  _globals['_CHANNELCONTACT']._serialized_start=997
+  _globals['_CHANNELCONTACT']._serialized_end=1109
+  _globals['_SENTIMENTPOINT']._serialized_start=1111
+  _globals['_SENTIMENTPOINT']._serialized_end=1201
+  _globals['_SENTIMENTTREND']._serialized_start=1203
+  _globals['_SENTIMENTTREND']._serialized_end=1315
+  _globals['_PREDICTION']._serialized_start=1317
+  _globals['_PREDICTION']._serialized_end=1403
+  _globals['_CUSTOMERPROFILE']._serialized_start=1406
+  _globals['_CUSTOMERPROFILE']._serialized_end=1905
+  _globals['_SEARCHMEMORIESREQUEST']._serialized_start=1908
+  _globals['_SEARCHMEMORIESREQUEST']._serialized_end=2173
+  _globals['_SEARCHMEMORIESRESPONSE']._serialized_start=2175
+  _globals['_SEARCHMEMORIESRESPONSE']._serialized_end=2262
+  _globals['_MEMORYSERVICE']._serialized_start=2265
+  _globals['_MEMORYSERVICE']._serialized_end=2607
 # @@protoc_insertion_point(module_scope)

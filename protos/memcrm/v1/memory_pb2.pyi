@@ -70,10 +70,13 @@ class ScoreParts(_message.Message):
     LEXICAL_FIELD_NUMBER: _builtins.int
     RECENCY_FIELD_NUMBER: _builtins.int
     IMPORTANCE_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
     semantic: _builtins.float
     lexical: _builtins.float
     recency: _builtins.float
     importance: _builtins.float
+    context: _builtins.float
+    """What the memory's neighbours in the same conversation add (a reply to a matching turn)."""
     def __init__(
         self,
         *,
@@ -81,10 +84,11 @@ class ScoreParts(_message.Message):
         lexical: _builtins.float = ...,
         recency: _builtins.float = ...,
         importance: _builtins.float = ...,
+        context: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["importance", b"importance", "lexical", b"lexical", "recency", b"recency", "semantic", b"semantic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "importance", b"importance", "lexical", b"lexical", "recency", b"recency", "semantic", b"semantic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -98,6 +102,7 @@ class RecalledMemory(_message.Message):
     SCORE_FIELD_NUMBER: _builtins.int
     PARTS_FIELD_NUMBER: _builtins.int
     score: _builtins.float
+    """The sum of parts."""
     @_builtins.property
     def memory(self) -> _common_pb2.Memory: ...
     @_builtins.property
@@ -204,3 +209,335 @@ class GetTimelineResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetTimelineResponse: _TypeAlias = GetTimelineResponse  # noqa: Y015
+
+@_typing.final
+class GetCustomerProfileRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """Required."""
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """The profile as it could have been known then; unset means now."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "customer_id", b"customer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCustomerProfileRequest: _TypeAlias = GetCustomerProfileRequest  # noqa: Y015
+
+@_typing.final
+class GetCustomerProfileResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROFILE_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    trace_id: _builtins.str
+    @_builtins.property
+    def profile(self) -> Global___CustomerProfile: ...
+    def __init__(
+        self,
+        *,
+        profile: Global___CustomerProfile | None = ...,
+        trace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile", "trace_id", b"trace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCustomerProfileResponse: _TypeAlias = GetCustomerProfileResponse  # noqa: Y015
+
+@_typing.final
+class ProfileItem(_message.Message):
+    """One claim of a profile and the memories it rests on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    MEMORY_IDS_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    @_builtins.property
+    def memory_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        memory_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["memory_ids", b"memory_ids", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProfileItem: _TypeAlias = ProfileItem  # noqa: Y015
+
+@_typing.final
+class ChannelContact(_message.Message):
+    """When the customer was last in touch on a channel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    MEMORY_ID_FIELD_NUMBER: _builtins.int
+    channel: _common_pb2.Channel.ValueType
+    memory_id: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        channel: _common_pb2.Channel.ValueType = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        memory_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "channel", b"channel", "memory_id", b"memory_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelContact: _TypeAlias = ChannelContact  # noqa: Y015
+
+@_typing.final
+class SentimentPoint(_message.Message):
+    """One inbound message's sentiment, for the trend."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    MEMORY_ID_FIELD_NUMBER: _builtins.int
+    score: _builtins.float
+    memory_id: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        score: _builtins.float = ...,
+        memory_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "memory_id", b"memory_id", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SentimentPoint: _TypeAlias = SentimentPoint  # noqa: Y015
+
+@_typing.final
+class SentimentTrend(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    RECENT_FIELD_NUMBER: _builtins.int
+    PREVIOUS_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
+    direction: _builtins.str
+    """improving | steady | worsening | unknown"""
+    recent: _builtins.float
+    """Mean sentiment score (-1..1) of the most recent inbound messages and of those before them."""
+    previous: _builtins.float
+    @_builtins.property
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___SentimentPoint]:
+        """The inbound messages the trend is computed from, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        direction: _builtins.str = ...,
+        recent: _builtins.float = ...,
+        previous: _builtins.float = ...,
+        points: _abc.Iterable[Global___SentimentPoint] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["direction", b"direction", "points", b"points", "previous", b"previous", "recent", b"recent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SentimentTrend: _TypeAlias = SentimentTrend  # noqa: Y015
+
+@_typing.final
+class Prediction(_message.Message):
+    """A model's estimate about the customer (churn_risk, purchase_propensity, support_need)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    score: _builtins.float
+    @_builtins.property
+    def explanation(self) -> _common_pb2.Explanation: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        score: _builtins.float = ...,
+        explanation: _common_pb2.Explanation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["explanation", b"explanation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["explanation", b"explanation", "name", b"name", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Prediction: _TypeAlias = Prediction  # noqa: Y015
+
+@_typing.final
+class CustomerProfile(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    INTERACTION_COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_SEEN_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    OPEN_ISSUES_FIELD_NUMBER: _builtins.int
+    OBJECTIONS_FIELD_NUMBER: _builtins.int
+    PREFERENCES_FIELD_NUMBER: _builtins.int
+    SENTIMENT_TREND_FIELD_NUMBER: _builtins.int
+    PREDICTIONS_FIELD_NUMBER: _builtins.int
+    LAST_CONTACT_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    interaction_count: _builtins.int
+    summary: _builtins.str
+    """A readable paragraph; each of its claims is one of the items below."""
+    @_builtins.property
+    def first_seen(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def open_issues(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProfileItem]:
+        """Complaints with no later resolution."""
+
+    @_builtins.property
+    def objections(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProfileItem]: ...
+    @_builtins.property
+    def preferences(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProfileItem]: ...
+    @_builtins.property
+    def sentiment_trend(self) -> Global___SentimentTrend: ...
+    @_builtins.property
+    def predictions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Prediction]: ...
+    @_builtins.property
+    def last_contact(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelContact]: ...
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """What the profile was computed as of."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        interaction_count: _builtins.int = ...,
+        first_seen: _timestamp_pb2.Timestamp | None = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
+        summary: _builtins.str = ...,
+        open_issues: _abc.Iterable[Global___ProfileItem] | None = ...,
+        objections: _abc.Iterable[Global___ProfileItem] | None = ...,
+        preferences: _abc.Iterable[Global___ProfileItem] | None = ...,
+        sentiment_trend: Global___SentimentTrend | None = ...,
+        predictions: _abc.Iterable[Global___Prediction] | None = ...,
+        last_contact: _abc.Iterable[Global___ChannelContact] | None = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "first_seen", b"first_seen", "last_seen", b"last_seen", "sentiment_trend", b"sentiment_trend"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "customer_id", b"customer_id", "first_seen", b"first_seen", "interaction_count", b"interaction_count", "last_contact", b"last_contact", "last_seen", b"last_seen", "objections", b"objections", "open_issues", b"open_issues", "predictions", b"predictions", "preferences", b"preferences", "sentiment_trend", b"sentiment_trend", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerProfile: _TypeAlias = CustomerProfile  # noqa: Y015
+
+@_typing.final
+class SearchMemoriesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    TOP_K_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
+    OCCURRED_AFTER_FIELD_NUMBER: _builtins.int
+    OCCURRED_BEFORE_FIELD_NUMBER: _builtins.int
+    ONE_PER_CUSTOMER_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """Required."""
+    top_k: _builtins.int
+    """Default 10, at most 100."""
+    one_per_customer: _builtins.bool
+    """At most one memory per customer (the best), to answer "which customers ..."."""
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """Only what had been recorded by then; unset means now."""
+
+    @_builtins.property
+    def channels(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Channel.ValueType]:
+        """Only these channels; empty means all."""
+
+    @_builtins.property
+    def occurred_after(self) -> _timestamp_pb2.Timestamp:
+        """Only interactions that occurred in [occurred_after, occurred_before); unset bounds are open."""
+
+    @_builtins.property
+    def occurred_before(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        top_k: _builtins.int = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+        channels: _abc.Iterable[_common_pb2.Channel.ValueType] | None = ...,
+        occurred_after: _timestamp_pb2.Timestamp | None = ...,
+        occurred_before: _timestamp_pb2.Timestamp | None = ...,
+        one_per_customer: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "channels", b"channels", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "one_per_customer", b"one_per_customer", "query", b"query", "top_k", b"top_k"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchMemoriesRequest: _TypeAlias = SearchMemoriesRequest  # noqa: Y015
+
+@_typing.final
+class SearchMemoriesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMORIES_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    trace_id: _builtins.str
+    @_builtins.property
+    def memories(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecalledMemory]:
+        """Best first; each memory's interaction names its customer."""
+
+    def __init__(
+        self,
+        *,
+        memories: _abc.Iterable[Global___RecalledMemory] | None = ...,
+        trace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["memories", b"memories", "trace_id", b"trace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchMemoriesResponse: _TypeAlias = SearchMemoriesResponse  # noqa: Y015

@@ -45,6 +45,16 @@ class MemoryServiceStub:
                 request_serializer=memcrm_dot_v1_dot_memory__pb2.GetTimelineRequest.SerializeToString,
                 response_deserializer=memcrm_dot_v1_dot_memory__pb2.GetTimelineResponse.FromString,
                 _registered_method=True)
+        self.GetCustomerProfile = channel.unary_unary(
+                '/memcrm.v1.MemoryService/GetCustomerProfile',
+                request_serializer=memcrm_dot_v1_dot_memory__pb2.GetCustomerProfileRequest.SerializeToString,
+                response_deserializer=memcrm_dot_v1_dot_memory__pb2.GetCustomerProfileResponse.FromString,
+                _registered_method=True)
+        self.SearchMemories = channel.unary_unary(
+                '/memcrm.v1.MemoryService/SearchMemories',
+                request_serializer=memcrm_dot_v1_dot_memory__pb2.SearchMemoriesRequest.SerializeToString,
+                response_deserializer=memcrm_dot_v1_dot_memory__pb2.SearchMemoriesResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
@@ -65,6 +75,21 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCustomerProfile(self, request, context):
+        """What is known about the customer, every claim citing its memories.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchMemories(self, request, context):
+        """Memories across all of the tenant's customers that match a query, best first
+        (e.g. "who mentioned switching to a competitor this week").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +102,16 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.GetTimeline,
                     request_deserializer=memcrm_dot_v1_dot_memory__pb2.GetTimelineRequest.FromString,
                     response_serializer=memcrm_dot_v1_dot_memory__pb2.GetTimelineResponse.SerializeToString,
+            ),
+            'GetCustomerProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCustomerProfile,
+                    request_deserializer=memcrm_dot_v1_dot_memory__pb2.GetCustomerProfileRequest.FromString,
+                    response_serializer=memcrm_dot_v1_dot_memory__pb2.GetCustomerProfileResponse.SerializeToString,
+            ),
+            'SearchMemories': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchMemories,
+                    request_deserializer=memcrm_dot_v1_dot_memory__pb2.SearchMemoriesRequest.FromString,
+                    response_serializer=memcrm_dot_v1_dot_memory__pb2.SearchMemoriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +169,60 @@ class MemoryService:
             '/memcrm.v1.MemoryService/GetTimeline',
             memcrm_dot_v1_dot_memory__pb2.GetTimelineRequest.SerializeToString,
             memcrm_dot_v1_dot_memory__pb2.GetTimelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCustomerProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memcrm.v1.MemoryService/GetCustomerProfile',
+            memcrm_dot_v1_dot_memory__pb2.GetCustomerProfileRequest.SerializeToString,
+            memcrm_dot_v1_dot_memory__pb2.GetCustomerProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchMemories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memcrm.v1.MemoryService/SearchMemories',
+            memcrm_dot_v1_dot_memory__pb2.SearchMemoriesRequest.SerializeToString,
+            memcrm_dot_v1_dot_memory__pb2.SearchMemoriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,12 @@ class MemoryServiceStub:
     """The customer's memories that matter for a query, best first."""
     GetTimeline: _grpc.UnaryUnaryMultiCallable[_memory_pb2.GetTimelineRequest, _memory_pb2.GetTimelineResponse]
     """The customer's memories, oldest first, a page at a time."""
+    GetCustomerProfile: _grpc.UnaryUnaryMultiCallable[_memory_pb2.GetCustomerProfileRequest, _memory_pb2.GetCustomerProfileResponse]
+    """What is known about the customer, every claim citing its memories."""
+    SearchMemories: _grpc.UnaryUnaryMultiCallable[_memory_pb2.SearchMemoriesRequest, _memory_pb2.SearchMemoriesResponse]
+    """Memories across all of the tenant's customers that match a query, best first
+    (e.g. "who mentioned switching to a competitor this week").
+    """
 
 @_typing.type_check_only
 class MemoryServiceAsyncStub(MemoryServiceStub):
@@ -47,6 +53,12 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     """The customer's memories that matter for a query, best first."""
     GetTimeline: _aio.UnaryUnaryMultiCallable[_memory_pb2.GetTimelineRequest, _memory_pb2.GetTimelineResponse]  # type: ignore[assignment]
     """The customer's memories, oldest first, a page at a time."""
+    GetCustomerProfile: _aio.UnaryUnaryMultiCallable[_memory_pb2.GetCustomerProfileRequest, _memory_pb2.GetCustomerProfileResponse]  # type: ignore[assignment]
+    """What is known about the customer, every claim citing its memories."""
+    SearchMemories: _aio.UnaryUnaryMultiCallable[_memory_pb2.SearchMemoriesRequest, _memory_pb2.SearchMemoriesResponse]  # type: ignore[assignment]
+    """Memories across all of the tenant's customers that match a query, best first
+    (e.g. "who mentioned switching to a competitor this week").
+    """
 
 class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Recalls what is remembered about a customer. Requires the `reader` role."""
@@ -66,5 +78,23 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_memory_pb2.GetTimelineResponse, _abc.Awaitable[_memory_pb2.GetTimelineResponse]]:
         """The customer's memories, oldest first, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def GetCustomerProfile(
+        self,
+        request: _memory_pb2.GetCustomerProfileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_pb2.GetCustomerProfileResponse, _abc.Awaitable[_memory_pb2.GetCustomerProfileResponse]]:
+        """What is known about the customer, every claim citing its memories."""
+
+    @_abc_1.abstractmethod
+    def SearchMemories(
+        self,
+        request: _memory_pb2.SearchMemoriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_pb2.SearchMemoriesResponse, _abc.Awaitable[_memory_pb2.SearchMemoriesResponse]]:
+        """Memories across all of the tenant's customers that match a query, best first
+        (e.g. "who mentioned switching to a competitor this week").
+        """
 
 def add_MemoryServiceServicer_to_server(servicer: MemoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
