@@ -6,6 +6,7 @@ ranking is deterministic.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +38,8 @@ class Bm25Ranker:
     ) -> None:
         import bm25s  # type: ignore[import-untyped]
 
+        # bm25s sets its own logger to DEBUG on import, which logs every index build.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
         if not texts:
             raise ValueError("BM25 needs at least one text")
         self._bm25s = bm25s

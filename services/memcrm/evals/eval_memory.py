@@ -490,7 +490,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
     log.setLevel(logging.INFO)
-    logging.getLogger("bm25s").setLevel(logging.ERROR)
     out = _json_stdout()
     signal.signal(signal.SIGTERM, _raise_interrupt)
     wall = time.perf_counter()
