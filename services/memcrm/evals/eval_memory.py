@@ -495,7 +495,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     wall = time.perf_counter()
 
     data_dir = locomo_dir(args.data_dir) if args.data_dir else default_locomo_dir()
-    conversations = load_conversations(data_dir)
+    try:
+        conversations = load_conversations(data_dir)
+    except (OSError, ValueError) as exc:
+        print(f"eval_memory: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     log.info(
         "loaded %d conversations, %d turns from %s",
         len(conversations),
@@ -545,5 +549,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     out.flush()
 
 
+def cli() -> None:
+    """``main`` with a stop (Ctrl-C, SIGTERM) reported in one line once everything is down."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        log.error("interrupted: the service and stores it started are stopped")
+        raise SystemExit(130) from None
+
+
 if __name__ == "__main__":
-    main()
+    cli()
