@@ -2,7 +2,8 @@
 
 Three steps so the service can batch the encoder pass across concurrent requests:
 ``screen`` (validation, PII policy, idempotency look-up), the interpreter's ``analyze``
-(batched by the caller), and ``store`` (one transaction for the request).
+(batched by the caller), and ``store`` (one transaction for the request, then the hot state:
+idempotency entries and the customers' profile states, best effort).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from memcrm.core.errors import InvalidArgument
-from memcrm.core.types import IngestOutcome, Interaction, TraceRef
+from memcrm.core.types import IngestOutcome, Interaction, Memory, TraceRef
 from memcrm.core.validation import check_interaction
 from memcrm.interpret.pipeline import Analysis, Interpreter, Screened
 from memcrm.memory.hot import HotState, KnownVersion
+from memcrm.memory.profile import Profiles
 from memcrm.memory.store import (
     MemoryStore,
     NewMemory,
@@ -63,6 +65,7 @@ class Ingestor:
     def __init__(self, store: MemoryStore, hot: HotState, interpreter: Interpreter) -> None:
         self._store = store
         self._hot = hot
+        self._profiles = Profiles(store, hot)
         self.interpreter = interpreter
 
     def screen(
@@ -120,6 +123,17 @@ class Ingestor:
                 ],
             )
             self._hot.remember(screening.tenant_id, _latest(stored))
+            # What the profile fold reads of each new memory is what was just stored; the
+            # transaction's recorded_at is not returned, and the fold does not read it.
+            recorded = datetime.now(UTC)
+            self._profiles.on_stored(
+                screening.tenant_id,
+                [
+                    Memory(r.memory_id, s.interaction, r.enrichment, recorded, trace, r.version)
+                    for (_, s, _), r in zip(screening.pending, stored, strict=True)
+                    if not r.duplicate
+                ],
+            )
             for (i, s, _), result in zip(screening.pending, stored, strict=True):
                 outcomes[i] = IngestOutcome(
                     s.interaction.interaction_id,
