@@ -46,12 +46,13 @@ class Settings(BaseSettings):
     nba_model_dir: Path | None = None
 
     # Ray Serve: CPU fraction and replica count of each deployment (fits a 2-core machine).
-    gateway_num_cpus: CpuFraction = 0.1
+    # The gateway is the gRPC ingress and serves MemoryService reads itself (no extra hop on
+    # the latency-critical recall path); ingestion and recommendation are deployments of their own.
+    gateway_num_cpus: CpuFraction = 0.4
     ingestion_num_cpus: CpuFraction = 0.5
-    memory_num_cpus: CpuFraction = 0.3
     recommendation_num_cpus: CpuFraction = 0.5
+    gateway_replicas: int = Field(default=1, ge=1, le=64)
     ingestion_replicas: int = Field(default=1, ge=1, le=64)
-    memory_replicas: int = Field(default=1, ge=1, le=64)
     recommendation_replicas: int = Field(default=1, ge=1, le=64)
 
     db_pool_max: int = Field(default=8, ge=1, le=256)

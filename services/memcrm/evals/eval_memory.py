@@ -353,8 +353,8 @@ def embedded_service() -> Iterator[tuple[str, dict[str, Any]]]:
                 yield (
                     runtime.address,
                     {
-                        "memory_replicas": settings.memory_replicas,
-                        "memory_num_cpus": settings.memory_num_cpus,
+                        "gateway_replicas": settings.gateway_replicas,
+                        "gateway_num_cpus": settings.gateway_num_cpus,
                         "ingestion_replicas": settings.ingestion_replicas,
                         "ingestion_num_cpus": settings.ingestion_num_cpus,
                     },

@@ -1,4 +1,5 @@
-"""The memcrm Ray Serve application: a gateway ingress and three independently scaled backends."""
+"""The memcrm Ray Serve application: a gateway ingress (which also serves memory reads) and
+two independently scaled backends, ingestion and recommendation."""
 
 from __future__ import annotations
 
@@ -8,11 +9,7 @@ from ray import serve
 from ray.serve import Application
 
 from memcrm.core.settings import Settings
-from memcrm.services.backends import (
-    IngestionDeployment,
-    MemoryDeployment,
-    RecommendationDeployment,
-)
+from memcrm.services.backends import IngestionDeployment, RecommendationDeployment
 from memcrm.services.gateway import Gateway
 
 APP_NAME = "memcrm"
@@ -41,15 +38,12 @@ def build_app(settings: Settings, database_url: str, redis_url: str) -> Applicat
     ingestion = _deployment(
         IngestionDeployment, "ingestion", s.ingestion_num_cpus, s.ingestion_replicas
     ).bind(*stores)
-    memory = _deployment(MemoryDeployment, "memory", s.memory_num_cpus, s.memory_replicas).bind(
-        *stores
-    )
     recommendation = _deployment(
         RecommendationDeployment,
         "recommendation",
         s.recommendation_num_cpus,
         s.recommendation_replicas,
     ).bind(*stores)
-    gateway = _deployment(Gateway, "gateway", s.gateway_num_cpus, 1)
-    app: Application = gateway.bind(settings, ingestion, memory, recommendation)
+    gateway = _deployment(Gateway, "gateway", s.gateway_num_cpus, s.gateway_replicas)
+    app: Application = gateway.bind(*stores, ingestion, recommendation)
     return app

@@ -1,4 +1,4 @@
-"""The three domain deployments behind the gateway: ingestion, memory and recommendation.
+"""The domain deployments behind the gateway: ingestion and recommendation.
 
 Plain classes, made Ray Serve deployments in ``memcrm.services.app``. Each holds a domain
 service; they receive and return domain types (pickled by Ray), never protobuf, and continue
@@ -23,8 +23,6 @@ from memcrm.core.types import (
     Decision,
     IngestOutcome,
     Interaction,
-    RecalledMemory,
-    TimelinePage,
     TraceRef,
 )
 from memcrm.interpret.pipeline import Analysis, Interpreter
@@ -73,45 +71,6 @@ class IngestionDeployment:
         return await asyncio.to_thread(self._ingestor.interpreter.analyze_many, requests)
 
 
-class MemoryDeployment:
-    def __init__(self, settings: Settings, database_url: str, redis_url: str) -> None:
-        from memcrm.models.encoder import Encoder
-
-        configure_tracing("memory")
-        self._reader = MemoryReader(
-            MemoryStore(database_url, max_size=settings.db_pool_max), Encoder()
-        )
-
-    def recall(
-        self,
-        tenant_id: str,
-        customer_id: str,
-        query: str,
-        top_k: int,
-        as_of: datetime | None,
-        channels: list[int],
-        carrier: dict[str, str],
-    ) -> list[RecalledMemory]:
-        with child_span("memcrm.recall", carrier):
-            return self._reader.recall(
-                tenant_id, customer_id, query, top_k=top_k, as_of=as_of, channels=channels
-            )
-
-    def timeline(
-        self,
-        tenant_id: str,
-        customer_id: str,
-        page_size: int,
-        page_token: str,
-        as_of: datetime | None,
-        carrier: dict[str, str],
-    ) -> TimelinePage:
-        with child_span("memcrm.timeline", carrier):
-            return self._reader.timeline(
-                tenant_id, customer_id, page_size=page_size, page_token=page_token, as_of=as_of
-            )
-
-
 class RecommendationDeployment:
     def __init__(self, settings: Settings, database_url: str, redis_url: str) -> None:
         from memcrm.decisions.catalog import BUILTIN_CATALOG
@@ -144,7 +103,12 @@ class RecommendationDeployment:
             # One encoder pass: the context is both the recall query and a model input.
             context_vector = self._reader.embed_query(context)
             recalled = self._reader.recall_embedded(
-                tenant_id, customer_id, context_vector, top_k=self._memories, as_of=view
+                tenant_id,
+                customer_id,
+                context_vector,
+                top_k=self._memories,
+                as_of=view,
+                query_text=context,
             )
         with child_span(
             "memcrm.decide",

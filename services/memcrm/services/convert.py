@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -9,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from memcrm.core.errors import InvalidArgument
 from memcrm.core.text import snippet as text_snippet
 from memcrm.core.types import (
+    CustomerProfile,
     Decision,
     Enrichment,
     Entity,
@@ -17,6 +19,7 @@ from memcrm.core.types import (
     Interaction,
     Label,
     Memory,
+    ProfileItem,
     RecalledMemory,
 )
 from memcrm.core.validation import check_channel, check_direction
@@ -43,6 +46,8 @@ def optional_time(msg: Timestamp, has: bool, field: str) -> datetime | None:
 def as_of(
     request: memory_pb2.RecallRequest
     | memory_pb2.GetTimelineRequest
+    | memory_pb2.GetCustomerProfileRequest
+    | memory_pb2.SearchMemoriesRequest
     | recommendation_pb2.NextBestActionRequest,
 ) -> datetime | None:
     """The request's optional ``as_of``; unset means now."""
@@ -116,6 +121,8 @@ def memory_msg(m: Memory) -> common_pb2.Memory:
         recorded_at=timestamp(m.recorded_at),
         trace_id=m.ingest_trace.trace_id,
         span_id=m.ingest_trace.span_id,
+        near_duplicate_of=m.near_duplicate_of,
+        version=m.version,
     )
 
 
@@ -148,8 +155,66 @@ def recalled_msg(r: RecalledMemory) -> memory_pb2.RecalledMemory:
             lexical=r.parts.lexical,
             recency=r.parts.recency,
             importance=r.parts.importance,
+            context=r.parts.context,
         ),
     )
+
+
+def search_bounds(
+    request: memory_pb2.SearchMemoriesRequest,
+) -> tuple[datetime | None, datetime | None]:
+    """The request's optional ``occurred_after`` / ``occurred_before``."""
+    after = optional_time(
+        request.occurred_after, request.HasField("occurred_after"), "occurred_after"
+    )
+    before = optional_time(
+        request.occurred_before, request.HasField("occurred_before"), "occurred_before"
+    )
+    return after, before
+
+
+def profile_msg(p: CustomerProfile) -> memory_pb2.CustomerProfile:
+    def items(xs: Sequence[ProfileItem]) -> list[memory_pb2.ProfileItem]:
+        return [memory_pb2.ProfileItem(text=x.text, memory_ids=list(x.memory_ids)) for x in xs]
+
+    trend = p.sentiment_trend
+    msg = memory_pb2.CustomerProfile(
+        customer_id=p.customer_id,
+        interaction_count=p.interaction_count,
+        summary=p.summary,
+        open_issues=items(p.open_issues),
+        objections=items(p.objections),
+        preferences=items(p.preferences),
+        sentiment_trend=memory_pb2.SentimentTrend(
+            direction=trend.direction,
+            recent=trend.recent,
+            previous=trend.previous,
+            points=[
+                memory_pb2.SentimentPoint(at=timestamp(x.at), score=x.score, memory_id=x.memory_id)
+                for x in trend.points
+            ],
+        ),
+        predictions=[
+            memory_pb2.Prediction(
+                name=x.name, score=x.score, explanation=explanation_msg(x.explanation)
+            )
+            for x in p.predictions
+        ],
+        last_contact=[
+            memory_pb2.ChannelContact(
+                channel=int(x.channel),  # type: ignore[arg-type]
+                at=timestamp(x.at),
+                memory_id=x.memory_id,
+            )
+            for x in p.last_contact
+        ],
+        as_of=timestamp(p.as_of),
+    )
+    if p.first_seen is not None:
+        msg.first_seen.CopyFrom(timestamp(p.first_seen))
+    if p.last_seen is not None:
+        msg.last_seen.CopyFrom(timestamp(p.last_seen))
+    return msg
 
 
 def snippet(text: str) -> str:
