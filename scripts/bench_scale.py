@@ -829,6 +829,10 @@ def main() -> None:
     ):
         os.environ.setdefault(key, value)
     install_signal_handlers()
+    # Ray prints its workers' logs to stdout; keep stdout for the report alone.
+    sys.stdout.flush()
+    report_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     log(f"home {args.home}")
 
     from memcrm.memory.migrate import migrate
@@ -867,7 +871,8 @@ def main() -> None:
         "home": str(args.home),
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    print(json.dumps(report, indent=2))
+    report_out.write(json.dumps(report, indent=2) + "\n")
+    report_out.flush()
 
 
 if __name__ == "__main__":
