@@ -173,8 +173,11 @@ def test_recall_filters_channels_and_validates(
     reader = MemoryReader(store, encoder)
     only = reader.recall(tenant, "alice", "flight", channels=[int(Channel.TICKET)])
     assert [r.memory.interaction.channel for r in only] == [Channel.TICKET]
+    # Without a query: the most important recent memories (both are years old here, so the
+    # complaint's importance decides).
     recent = reader.recall(tenant, "alice", "")
-    assert [r.memory.interaction.interaction_id for r in recent] == ["int-2", "int-1"]
+    assert [r.memory.interaction.interaction_id for r in recent] == ["int-1", "int-2"]
+    assert recent[0].memory.enrichment.importance > recent[1].memory.enrichment.importance
     with pytest.raises(InvalidArgument) as err:
         reader.recall(tenant, "alice", "x", top_k=101)
     assert err.value.field == "top_k"

@@ -123,13 +123,18 @@ class Ingestor:
                 ],
             )
             self._hot.remember(screening.tenant_id, _latest(stored))
-            # What the profile fold reads of each new memory is what was just stored; the
-            # transaction's recorded_at is not returned, and the fold does not read it.
-            recorded = datetime.now(UTC)
             self._profiles.on_stored(
                 screening.tenant_id,
                 [
-                    Memory(r.memory_id, s.interaction, r.enrichment, recorded, trace, r.version)
+                    Memory(
+                        r.memory_id,
+                        s.interaction,
+                        r.enrichment,
+                        r.recorded_at or datetime.now(UTC),
+                        trace,
+                        r.version,
+                        r.near_duplicate_of,
+                    )
                     for (_, s, _), r in zip(screening.pending, stored, strict=True)
                     if not r.duplicate
                 ],

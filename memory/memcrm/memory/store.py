@@ -82,6 +82,9 @@ class Stored:
     duplicate: bool
     content_sha256: bytes
     enrichment: Enrichment
+    # For a new version: when it was recorded and its near-duplicate cluster, if any.
+    recorded_at: datetime | None = None
+    near_duplicate_of: str = ""
 
 
 class MemoryStore:
@@ -191,7 +194,14 @@ class MemoryStore:
                 (row["recorded_at"], tenant_id, latest["memory_id"]),
             )
         return Stored(
-            it.interaction_id, str(memory_id), version, False, item.content_sha256, item.enrichment
+            it.interaction_id,
+            str(memory_id),
+            version,
+            False,
+            item.content_sha256,
+            item.enrichment,
+            recorded_at=row["recorded_at"] if row is not None else None,
+            near_duplicate_of=str(cluster) if cluster is not None else "",
         )
 
     def _near_duplicate(
