@@ -23,6 +23,7 @@ COMPLAINT = (
 TENANT_YAML = """
 version: 7
 pii: {mode: store_as_is}
+issues: {enabled: false}
 products: [Travel Card]
 competitors: [Globex Bank]
 objections:
@@ -95,6 +96,16 @@ def test_tenant_objection_labels_replace_the_default_set(configured: Interpreter
     (understood,) = configured.interpret("acme", screened)
     assert [o.name for o in understood.enrichment.objections] == ["delivery"]
     assert understood.enrichment.model_version.endswith("+tenant-config-7")
+
+
+def test_a_tenant_may_turn_off_the_airline_issue_types(configured: Interpreter) -> None:
+    text = "Flight cancelled again and my bag is lost, this airline is a joke."
+    (default,) = configured.interpret("demo", [configured.screen("demo", message(text))])
+    (acme,) = configured.interpret("acme", [configured.screen("acme", message(text))])
+    assert default.enrichment.issue is not None
+    assert default.enrichment.topics == (default.enrichment.issue.name,)
+    assert acme.enrichment.issue is None and acme.enrichment.topics == ()
+    assert acme.enrichment.sentiment == default.enrichment.sentiment
 
 
 def test_batching_across_requests_gives_the_same_answers(configured: Interpreter) -> None:

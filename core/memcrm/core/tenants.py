@@ -11,6 +11,9 @@ A file, ``<tenant>.yaml``, looks like this (every key but ``version`` is optiona
       redact: [payment_card, iban]  # among email, phone, payment_card, iban (the default)
     intents:
       set: banking77                # name of a trained intent head
+    issues:
+      enabled: true                 # the shipped issue types are airline complaint reasons;
+                                    # false: no issue labels (e.g. a bank)
     products: [Premium Checking, Travel Card]
     competitors: [Globex Bank, Initech]
     objections:                     # absent: the shipped default objection set
@@ -146,6 +149,13 @@ class IntentsConfig(_Frozen):
     set: Annotated[str, _pattern(_INTENT_SET, "intent set name")] = DEFAULT_INTENT_SET
 
 
+class IssuesConfig(_Frozen):
+    """Issue types come from the shipped airline head; a tenant in another domain turns it off
+    rather than get "Bad Flight" for a card that does not work."""
+
+    enabled: bool = True
+
+
 class ObjectionConfig(_Frozen):
     """One objection label as plain data; memcrm.interpret.objections turns it into a spec."""
 
@@ -158,6 +168,7 @@ class TenantConfig(_Frozen):
     version: Version
     pii: PiiConfig = PiiConfig()
     intents: IntentsConfig = IntentsConfig()
+    issues: IssuesConfig = IssuesConfig()
     products: tuple[Name, ...] = ()
     competitors: tuple[Name, ...] = ()
     # None: the shipped default objection set; () turns objections off.

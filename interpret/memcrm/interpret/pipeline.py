@@ -91,6 +91,7 @@ class _TenantTools:
     detector: EntityDetector
     policy: PiiPolicy
     objections: ObjectionClassifier | None
+    issues: bool
 
 
 class Interpreter:
@@ -129,6 +130,7 @@ class Interpreter:
             detector=EntityDetector.for_tenant(config),
             policy=PiiPolicy.from_config(config.pii),
             objections=classifier,
+            issues=config.issues.enabled,
         )
 
     def screen(self, tenant_id: str, interaction: Interaction) -> Screened:
@@ -190,7 +192,7 @@ class Interpreter:
         understood = []
         for s, a, raised in zip(screened, analyses, objections, strict=True):
             it = s.interaction
-            issue = a.issue
+            issue = a.issue if tools.issues else None
             enrichment = Enrichment(
                 model_version=f"{a.model_version}+tenant-config-{tools.version}",
                 sentiment=a.sentiment,
