@@ -67,11 +67,13 @@ def file_sha256(path: Path) -> str:
 
 @dataclass(frozen=True)
 class TextSet:
-    """Texts with integer labels into ``labels`` (-1: no label for this task)."""
+    """Texts with integer labels into ``labels`` (-1: no label for this task), and optionally
+    how sure the annotators were of each label (0..1; used to weight the training loss)."""
 
     texts: tuple[str, ...]
     y: NDArray[np.int64]
     labels: tuple[str, ...]
+    confidence: NDArray[np.float32] | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,8 @@ def load_labelled_csv(path: Path, labels: tuple[str, ...] | None = None) -> Text
 
 def _subset(data: TextSet, keep: NDArray[np.bool_]) -> TextSet:
     texts = tuple(t for t, k in zip(data.texts, keep, strict=True) if k)
-    return TextSet(texts, data.y[keep], data.labels)
+    confidence = None if data.confidence is None else data.confidence[keep]
+    return TextSet(texts, data.y[keep], data.labels, confidence)
 
 
 def load_banking77(data_dir: Path) -> Banking77:
@@ -148,10 +151,12 @@ def load_airline(data_dir: Path) -> Airline:
     val = np.array([_bucket(f"enrich-val:{t}") == 0 for t in ids]) & ~held
     train = ~held & ~val
     texts = tuple(str(t) for t in frame["text"])
+    # CrowdFlower's per-row agreement: how sure the annotators were of the label.
     sentiment = TextSet(
         texts,
         np.array([SENTIMENTS.index(s) for s in frame["airline_sentiment"]], dtype=np.int64),
         SENTIMENTS,
+        frame["airline_sentiment_confidence"].fillna(1.0).to_numpy(dtype=np.float32),
     )
     reasons = [
         ISSUES.index(r) if s == "negative" and isinstance(r, str) else -1
@@ -162,7 +167,12 @@ def load_airline(data_dir: Path) -> Airline:
     unknown = set(negative_reasons.dropna()) - set(ISSUES)
     if unknown:
         raise ValueError(f"{path} has negative reasons outside the label set: {sorted(unknown)}")
-    issue = TextSet(texts, np.array(reasons, dtype=np.int64), ISSUES)
+    issue = TextSet(
+        texts,
+        np.array(reasons, dtype=np.int64),
+        ISSUES,
+        frame["negativereason_confidence"].fillna(1.0).to_numpy(dtype=np.float32),
+    )
     return Airline(
         train_sentiment=_subset(sentiment, train),
         train_issue=_subset(issue, train),
