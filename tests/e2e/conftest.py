@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from datetime import datetime
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from memcrm.core.settings import Settings
 from memcrm.memory.embedded import EmbeddedStores
@@ -25,6 +27,17 @@ keys:
   - {{key: {KEY_OTHER}, tenant: other, roles: [writer, reader, recommender]}}
   - {{key: {KEY_READER}, tenant: demo, roles: [reader]}}
 """
+
+
+def auth(key: str, **extra: str) -> list[tuple[str, str]]:
+    """Call metadata carrying an API key (and any extra entries, e.g. traceparent)."""
+    return [("authorization", f"Bearer {key}"), *extra.items()]
+
+
+def ts(value: datetime) -> Timestamp:
+    t = Timestamp()
+    t.FromDatetime(value)
+    return t
 
 
 def free_port() -> int:

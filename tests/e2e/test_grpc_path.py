@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import psutil
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from memcrm.services.run import ServeRuntime
 from memcrm.v1 import (
@@ -22,7 +21,7 @@ from memcrm.v1 import (
     recommendation_pb2,
     recommendation_pb2_grpc,
 )
-from tests.e2e.conftest import KEY_DEMO, KEY_OTHER, KEY_READER
+from tests.e2e.conftest import KEY_DEMO, KEY_OTHER, KEY_READER, auth, ts
 from tests.e2e.otlp import OtlpCollector, ReceivedSpan
 
 pytestmark = pytest.mark.e2e
@@ -35,16 +34,6 @@ HISTORY = [
     "@united how do I add a checked bag to my booking next month?",
     "@united lost luggage claim 4471 - nobody has called me back. This is unacceptable.",
 ]
-
-
-def auth(key: str, **extra: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {key}"), *extra.items()]
-
-
-def ts(value: datetime) -> Timestamp:
-    t = Timestamp()
-    t.FromDatetime(value)
-    return t
 
 
 def interaction(customer: str, i: int, text: str) -> common_pb2.Interaction:

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from memcrm.v1 import (
     common_pb2,
@@ -17,7 +16,7 @@ from memcrm.v1 import (
     memory_pb2,
     memory_pb2_grpc,
 )
-from tests.e2e.conftest import KEY_DEMO, KEY_OTHER
+from tests.e2e.conftest import KEY_DEMO, KEY_OTHER, auth, ts
 
 pytestmark = pytest.mark.e2e
 
@@ -26,16 +25,6 @@ COMPLAINT = (
     "@united my bag never made it to Houston, three days and no update. Where is my luggage?"
 )
 PREFERENCE = "Please contact me by email from now on."
-
-
-def auth(key: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {key}")]
-
-
-def ts(value: datetime) -> Timestamp:
-    t = Timestamp()
-    t.FromDatetime(value)
-    return t
 
 
 @pytest.fixture(scope="module")

@@ -121,7 +121,7 @@ def assert_well_formed(decision: Decision, recalled: Sequence[RecalledMemory]) -
         assert action.score == pytest.approx(action.propensity * action.value)
         assert e.output_name == f"log-odds that {action.action_id} succeeds"
         assert [f.feature for f in e.features] == ["context"]
-        assert sorted(m.memory.memory_id for m in e.memories) == ids
+        assert sorted(m.memory_id for m in e.memories) == ids
         magnitudes = [abs(m.shap_value) for m in e.memories]
         assert magnitudes == sorted(magnitudes, reverse=True)
         assert e.summary.endswith(".")
@@ -165,7 +165,7 @@ def test_lost_bag_recommends_baggage_trace_because_of_the_complaint(
     top = decision.actions[0]
     assert top.action_id == "baggage_trace"
     strongest = top.explanation.memories[0]
-    assert strongest.memory.memory_id == "m-0" and strongest.shap_value > 0
+    assert strongest.memory_id == "m-0" and strongest.shap_value > 0
     assert "2026-02-27" in top.explanation.summary
     assert "lost my bag" in top.explanation.summary
 
@@ -179,7 +179,7 @@ def test_removing_the_top_memory_moves_the_logit_its_way(
     column = {a: i for i, a in enumerate(scorer.action_ids)}
     for action in decision.actions:
         top = action.explanation.memories[0]
-        rest = [r for r in recalled if r.memory.memory_id != top.memory.memory_id]
+        rest = [r for r in recalled if r.memory.memory_id != top.memory_id]
         without = scorer.logits(MemoryFeatures.from_recalled(rest, NOW), context)
         change = action.explanation.output_value - without[column[action.action_id]]
         assert np.sign(change) == np.sign(top.shap_value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import grpc
@@ -9,7 +10,16 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from memcrm.core.errors import InvalidArgument, NotFound, StoreUnavailable, Unauthenticated
-from memcrm.core.types import Channel, Direction, Enrichment, Memory, TraceRef
+from memcrm.core.types import (
+    SNIPPET_CHARS,
+    Channel,
+    Direction,
+    Enrichment,
+    Explanation,
+    Memory,
+    MemoryAttribution,
+    TraceRef,
+)
 from memcrm.services import convert
 from memcrm.services.status import to_status
 from memcrm.v1 import common_pb2
@@ -58,10 +68,16 @@ def test_memory_message_carries_its_ingestion_span() -> None:
     assert out.recorded_at.ToDatetime(tzinfo=UTC) == WHEN
 
 
-def test_snippets_are_flat_and_bounded() -> None:
-    assert convert.snippet("a\n  b") == "a b"
-    long = convert.snippet("x" * 500)
-    assert len(long) == convert.SNIPPET_CHARS and long.endswith("…")
+def test_attribution_snippets_are_flat_and_bounded() -> None:
+    it = convert.interaction(msg(), "interaction")
+    memory = Memory("m-1", it, Enrichment("all-MiniLM-L6-v2"), WHEN, TraceRef("a" * 32, "b" * 16))
+    short = replace(memory, interaction=replace(memory.interaction, text="a\n  b"))
+    assert MemoryAttribution.of(short, 0.5).snippet == "a b"
+    long = replace(memory, interaction=replace(memory.interaction, text="x" * 500))
+    cited = MemoryAttribution.of(long, -0.1)
+    assert len(cited.snippet) == SNIPPET_CHARS and cited.snippet.endswith("…")
+    out = convert.explanation_msg(Explanation("e", 0.0, -0.1, "o", [], [cited], "s")).memories[0]
+    assert (out.memory_id, out.snippet, out.shap_value) == (long.memory_id, cited.snippet, -0.1)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,8 @@ from enum import IntEnum
 import numpy as np
 from numpy.typing import NDArray
 
+from memcrm.core.text import snippet
+
 EMBEDDING_DIM = 384
 
 
@@ -173,10 +175,32 @@ class FeatureAttribution:
     shap_value: float
 
 
+SNIPPET_CHARS = 160
+
+
 @dataclass(frozen=True, slots=True)
 class MemoryAttribution:
-    memory: Memory
+    """One remembered interaction's share of a decision, and what an auditor needs to find it
+    (the memory itself stays in PostgreSQL; the decision record keeps this citation)."""
+
+    memory_id: str
+    interaction_id: str
     shap_value: float
+    ingest_trace: TraceRef
+    snippet: str
+    occurred_at: datetime
+
+    @classmethod
+    def of(cls, memory: Memory, shap_value: float) -> MemoryAttribution:
+        it = memory.interaction
+        return cls(
+            memory_id=memory.memory_id,
+            interaction_id=it.interaction_id,
+            shap_value=shap_value,
+            ingest_trace=memory.ingest_trace,
+            snippet=snippet(it.text or it.subject, SNIPPET_CHARS),
+            occurred_at=it.occurred_at,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -230,10 +230,10 @@ class Recommender:
     ) -> RecommendedAction:
         n = len(recalled)
         attributions = [
-            MemoryAttribution(memory=r.memory, shap_value=float(game.values[i]))
-            for i, r in enumerate(recalled)
+            MemoryAttribution.of(r.memory, float(game.values[i])) for i, r in enumerate(recalled)
         ]
         memories = sorted(attributions, key=lambda m: -abs(m.shap_value))
+        by_id = {r.memory.memory_id: r.memory for r in recalled}
         context_shap = float(game.values[n])
         explanation = Explanation(
             explainer=game.explainer,
@@ -248,7 +248,13 @@ class Recommender:
                 )
             ],
             memories=memories,
-            summary=summarise(action, memories, context, context_shap),
+            summary=summarise(
+                action,
+                memories,
+                context,
+                context_shap,
+                describe_memory(by_id[memories[0].memory_id]) if memories else "",
+            ),
         )
         return RecommendedAction(
             action_id=action.action_id,
@@ -273,9 +279,14 @@ def describe_memory(memory: Memory) -> str:
 
 
 def summarise(
-    action: Action, memories: Sequence[MemoryAttribution], context: str, context_shap: float
+    action: Action,
+    memories: Sequence[MemoryAttribution],
+    context: str,
+    context_shap: float,
+    top_description: str,
 ) -> str:
-    """One sentence naming the strongest contribution and which way it pushed."""
+    """One sentence naming the strongest contribution and which way it pushed
+    (``top_description``: ``describe_memory`` of the strongest memory)."""
     has_context = bool(context.strip())
     current = f"the current message '{snippet(context, SNIPPET_CHARS)}'"
     if not memories:
@@ -289,7 +300,7 @@ def summarise(
             f"{context_shap:+.2f} log-odds from the model's baseline."
         )
     top = memories[0]
-    memory_text = f"{describe_memory(top.memory)} ({top.shap_value:+.2f} log-odds)"
+    memory_text = f"{top_description} ({top.shap_value:+.2f} log-odds)"
     if has_context and abs(context_shap) > abs(top.shap_value):
         lead = "Recommended mainly because of" if context_shap >= 0 else "Recommended despite"
         return (

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from memcrm.core.errors import InvalidArgument
-from memcrm.core.text import snippet as text_snippet
 from memcrm.core.types import (
     CustomerProfile,
     Decision,
@@ -24,8 +23,6 @@ from memcrm.core.types import (
 )
 from memcrm.core.validation import check_channel, check_direction
 from memcrm.v1 import common_pb2, ingestion_pb2, memory_pb2, recommendation_pb2
-
-SNIPPET_CHARS = 160
 
 
 def timestamp(value: datetime) -> Timestamp:
@@ -217,10 +214,6 @@ def profile_msg(p: CustomerProfile) -> memory_pb2.CustomerProfile:
     return msg
 
 
-def snippet(text: str) -> str:
-    return text_snippet(text, SNIPPET_CHARS)
-
-
 def explanation_msg(e: Explanation) -> common_pb2.Explanation:
     return common_pb2.Explanation(
         explainer=e.explainer,
@@ -234,13 +227,13 @@ def explanation_msg(e: Explanation) -> common_pb2.Explanation:
         ],
         memories=[
             common_pb2.MemoryAttribution(
-                memory_id=a.memory.memory_id,
-                interaction_id=a.memory.interaction.interaction_id,
+                memory_id=a.memory_id,
+                interaction_id=a.interaction_id,
                 shap_value=a.shap_value,
-                trace_id=a.memory.ingest_trace.trace_id,
-                span_id=a.memory.ingest_trace.span_id,
-                snippet=snippet(a.memory.interaction.text or a.memory.interaction.subject),
-                occurred_at=timestamp(a.memory.interaction.occurred_at),
+                trace_id=a.ingest_trace.trace_id,
+                span_id=a.ingest_trace.span_id,
+                snippet=a.snippet,
+                occurred_at=timestamp(a.occurred_at),
             )
             for a in e.memories
         ],

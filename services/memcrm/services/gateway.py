@@ -292,7 +292,7 @@ class Gateway:
                 current_carrier(),
             )
             cited = {
-                a.memory.memory_id: a.memory.ingest_trace
+                a.memory_id: a.ingest_trace
                 for action in decision.actions
                 for a in action.explanation.memories
             }
