@@ -259,6 +259,7 @@ def test_windows_accept_every_unit() -> None:
         ("__import__('os') == 1", 0, "unknown function"),
         ("profile.__class__ == 1", 0, "unknown feature"),
         ("1 + 1 == 2", 2, "unexpected '+'"),
+        ("\u0663 > 1", 0, "unexpected '\u0663'"),  # only ASCII digits are numbers
         ("profile.interaction_count", 0, "must be a condition"),
         ("profile.interaction_count == 'a'", 26, "not a number with a string"),
         ("context.channel < 'b'", 16, "compares two numbers"),

@@ -589,6 +589,10 @@ _HINTS = {
 _ESCAPES = {"\\": "\\", "'": "'", '"': '"'}
 
 
+def _is_digit(ch: str) -> bool:
+    return "0" <= ch <= "9"
+
+
 def _is_name_start(ch: str) -> bool:
     return ch.isascii() and (ch.isalpha() or ch == "_")
 
@@ -612,7 +616,7 @@ def tokenize(text: str) -> list[Token]:
         ch = text[i]
         if ch.isspace():
             i += 1
-        elif ch.isdigit():
+        elif _is_digit(ch):
             tokens.append(_number_token(text, i))
             i += len(tokens[-1].text)
         elif _is_name_start(ch):
@@ -640,11 +644,11 @@ def tokenize(text: str) -> list[Token]:
 
 def _number_token(text: str, start: int) -> Token:
     i, n = start, len(text)
-    while i < n and text[i].isdigit():
+    while i < n and _is_digit(text[i]):
         i += 1
-    if i + 1 < n and text[i] == "." and text[i + 1].isdigit():
+    if i + 1 < n and text[i] == "." and _is_digit(text[i + 1]):
         i += 1
-        while i < n and text[i].isdigit():
+        while i < n and _is_digit(text[i]):
             i += 1
     j = i
     while j < n and _is_name_char(text[j]):
@@ -652,7 +656,7 @@ def _number_token(text: str, start: int) -> Token:
     word, suffix = text[start:j], text[i:j]
     if not suffix:
         return Token(Tok.NUMBER, word, start, float(word))
-    if suffix in DURATION_UNITS and text[start:i].isdigit():
+    if suffix in DURATION_UNITS and "." not in text[start:i]:
         return Token(Tok.DURATION, word, start, int(text[start:i]) * DURATION_UNITS[suffix])
     raise _Fail(
         start,
