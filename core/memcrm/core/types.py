@@ -303,3 +303,76 @@ class SearchFilter:
     occurred_after: datetime | None = None
     occurred_before: datetime | None = None
     one_per_customer: bool = False
+
+
+class Outcome(IntEnum):
+    """What came of a recommended action (values match memcrm.v1.Outcome)."""
+
+    UNSPECIFIED = 0
+    ACCEPTED = 1
+    REJECTED = 2
+    CONVERTED = 3
+    NO_RESPONSE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ConsideredAction:
+    """One catalog action as a decision saw it: its numbers, or why it was not returned."""
+
+    action_id: str
+    title: str
+    log_odds: float
+    propensity: float
+    value: float
+    score: float
+    rank: int  # 1 = best returned; 0 = not returned
+    reason: str  # "" when returned
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedOutcome:
+    action_id: str
+    outcome: Outcome
+    occurred_at: datetime
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRequest:
+    """A NextBestAction request as received."""
+
+    customer_id: str
+    context: str
+    channel: Channel
+    top_n: int
+    as_of: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """Everything needed to check a decision; written with its answer, read by auditors."""
+
+    recommendation_id: str
+    request: DecisionRequest
+    decided_at: datetime
+    as_of: datetime  # what the decision knew: memories recorded up to then
+    actions: tuple[RecommendedAction, ...]
+    considered: tuple[ConsideredAction, ...]
+    model_version: str
+    model_sha256: str
+    trace_id: str
+    outcomes: tuple[RecordedOutcome, ...] = ()
+
+    @property
+    def cited_memory_ids(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for action in self.actions:
+            for m in action.explanation.memories:
+                seen.setdefault(m.memory_id)
+        return tuple(seen)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionPage:
+    records: tuple[DecisionRecord, ...]
+    next_page_token: str

@@ -12,7 +12,7 @@ import binascii
 import json
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -113,6 +113,11 @@ class MemoryStore:
 
     def close(self) -> None:
         self._pool.close()
+
+    def connection(self) -> AbstractContextManager[psycopg.Connection[dict[str, Any]]]:
+        """A pooled connection (dict rows, pgvector registered) for other stores over the same
+        database, with the same mapping of connection failures to ``StoreUnavailable``."""
+        return self._conn()
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:

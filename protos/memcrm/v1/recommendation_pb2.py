@@ -26,19 +26,25 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from memcrm.v1 import common_pb2 as memcrm_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ememcrm/v1/recommendation.proto\x12\tmemcrm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16memcrm/v1/common.proto\"\x9c\x01\n\x15NextBestActionRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\t\x12#\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x12.memcrm.v1.Channel\x12\r\n\x05top_n\x18\x04 \x01(\x05\x12)\n\x05\x61s_of\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa2\x01\n\x11RecommendedAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04rank\x18\x03 \x01(\x05\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x12\n\npropensity\x18\x05 \x01(\x01\x12\r\n\x05value\x18\x06 \x01(\x01\x12+\n\x0b\x65xplanation\x18\x07 \x01(\x0b\x32\x16.memcrm.v1.Explanation\"\xbb\x01\n\x16NextBestActionResponse\x12\x19\n\x11recommendation_id\x18\x01 \x01(\t\x12-\n\x07\x61\x63tions\x18\x02 \x03(\x0b\x32\x1c.memcrm.v1.RecommendedAction\x12\x10\n\x08trace_id\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12.\n\ndecided_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2n\n\x15RecommendationService\x12U\n\x0eNextBestAction\x12 .memcrm.v1.NextBestActionRequest\x1a!.memcrm.v1.NextBestActionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ememcrm/v1/recommendation.proto\x12\tmemcrm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16memcrm/v1/common.proto\"\x9c\x01\n\x15NextBestActionRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\t\x12#\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x12.memcrm.v1.Channel\x12\r\n\x05top_n\x18\x04 \x01(\x05\x12)\n\x05\x61s_of\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa2\x01\n\x11RecommendedAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04rank\x18\x03 \x01(\x05\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x12\n\npropensity\x18\x05 \x01(\x01\x12\r\n\x05value\x18\x06 \x01(\x01\x12+\n\x0b\x65xplanation\x18\x07 \x01(\x0b\x32\x16.memcrm.v1.Explanation\"\xbb\x01\n\x16NextBestActionResponse\x12\x19\n\x11recommendation_id\x18\x01 \x01(\t\x12-\n\x07\x61\x63tions\x18\x02 \x03(\x0b\x32\x1c.memcrm.v1.RecommendedAction\x12\x10\n\x08trace_id\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12.\n\ndecided_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9a\x01\n\x14RecordOutcomeRequest\x12\x19\n\x11recommendation_id\x18\x01 \x01(\t\x12\x11\n\taction_id\x18\x02 \x01(\t\x12#\n\x07outcome\x18\x03 \x01(\x0e\x32\x12.memcrm.v1.Outcome\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\")\n\x15RecordOutcomeResponse\x12\x10\n\x08trace_id\x18\x01 \x01(\t*~\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTCOME_ACCEPTED\x10\x01\x12\x14\n\x10OUTCOME_REJECTED\x10\x02\x12\x15\n\x11OUTCOME_CONVERTED\x10\x03\x12\x17\n\x13OUTCOME_NO_RESPONSE\x10\x04\x32\xc2\x01\n\x15RecommendationService\x12U\n\x0eNextBestAction\x12 .memcrm.v1.NextBestActionRequest\x1a!.memcrm.v1.NextBestActionResponse\x12R\n\rRecordOutcome\x12\x1f.memcrm.v1.RecordOutcomeRequest\x1a .memcrm.v1.RecordOutcomeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'memcrm.v1.recommendation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_OUTCOME']._serialized_start=816
+  _globals['_OUTCOME']._serialized_end=942
   _globals['_NEXTBESTACTIONREQUEST']._serialized_start=103
   _globals['_NEXTBESTACTIONREQUEST']._serialized_end=259
   _globals['_RECOMMENDEDACTION']._serialized_start=262
   _globals['_RECOMMENDEDACTION']._serialized_end=424
   _globals['_NEXTBESTACTIONRESPONSE']._serialized_start=427
   _globals['_NEXTBESTACTIONRESPONSE']._serialized_end=614
-  _globals['_RECOMMENDATIONSERVICE']._serialized_start=616
-  _globals['_RECOMMENDATIONSERVICE']._serialized_end=726
+  _globals['_RECORDOUTCOMEREQUEST']._serialized_start=617
+  _globals['_RECORDOUTCOMEREQUEST']._serialized_end=771
+  _globals['_RECORDOUTCOMERESPONSE']._serialized_start=773
+  _globals['_RECORDOUTCOMERESPONSE']._serialized_end=814
+  _globals['_RECOMMENDATIONSERVICE']._serialized_start=945
+  _globals['_RECOMMENDATIONSERVICE']._serialized_end=1139
 # @@protoc_insertion_point(module_scope)

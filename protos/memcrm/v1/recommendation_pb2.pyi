@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from memcrm.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -19,6 +20,27 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _Outcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Outcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OUTCOME_UNSPECIFIED: _Outcome.ValueType  # 0
+    OUTCOME_ACCEPTED: _Outcome.ValueType  # 1
+    OUTCOME_REJECTED: _Outcome.ValueType  # 2
+    OUTCOME_CONVERTED: _Outcome.ValueType  # 3
+    OUTCOME_NO_RESPONSE: _Outcome.ValueType  # 4
+
+class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper): ...
+
+OUTCOME_UNSPECIFIED: Outcome.ValueType  # 0
+OUTCOME_ACCEPTED: Outcome.ValueType  # 1
+OUTCOME_REJECTED: Outcome.ValueType  # 2
+OUTCOME_CONVERTED: Outcome.ValueType  # 3
+OUTCOME_NO_RESPONSE: Outcome.ValueType  # 4
+Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
 @_typing.final
 class NextBestActionRequest(_message.Message):
@@ -134,3 +156,56 @@ class NextBestActionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NextBestActionResponse: _TypeAlias = NextBestActionResponse  # noqa: Y015
+
+@_typing.final
+class RecordOutcomeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECOMMENDATION_ID_FIELD_NUMBER: _builtins.int
+    ACTION_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    recommendation_id: _builtins.str
+    """Required: a NextBestActionResponse's recommendation_id."""
+    action_id: _builtins.str
+    """Required: one of the actions that decision considered."""
+    outcome: Global___Outcome.ValueType
+    """Required."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When it happened; unset means now."""
+
+    def __init__(
+        self,
+        *,
+        recommendation_id: _builtins.str = ...,
+        action_id: _builtins.str = ...,
+        outcome: Global___Outcome.ValueType = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "occurred_at", b"occurred_at", "outcome", b"outcome", "recommendation_id", b"recommendation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordOutcomeRequest: _TypeAlias = RecordOutcomeRequest  # noqa: Y015
+
+@_typing.final
+class RecordOutcomeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    trace_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        trace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["trace_id", b"trace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordOutcomeResponse: _TypeAlias = RecordOutcomeResponse  # noqa: Y015

@@ -40,6 +40,11 @@ class RecommendationServiceStub:
                 request_serializer=memcrm_dot_v1_dot_recommendation__pb2.NextBestActionRequest.SerializeToString,
                 response_deserializer=memcrm_dot_v1_dot_recommendation__pb2.NextBestActionResponse.FromString,
                 _registered_method=True)
+        self.RecordOutcome = channel.unary_unary(
+                '/memcrm.v1.RecommendationService/RecordOutcome',
+                request_serializer=memcrm_dot_v1_dot_recommendation__pb2.RecordOutcomeRequest.SerializeToString,
+                response_deserializer=memcrm_dot_v1_dot_recommendation__pb2.RecordOutcomeResponse.FromString,
+                _registered_method=True)
 
 
 class RecommendationServiceServicer:
@@ -54,6 +59,13 @@ class RecommendationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordOutcome(self, request, context):
+        """Records what came of a recommended action; the feedback the propensity model learns from.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommendationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +73,11 @@ def add_RecommendationServiceServicer_to_server(servicer, server):
                     servicer.NextBestAction,
                     request_deserializer=memcrm_dot_v1_dot_recommendation__pb2.NextBestActionRequest.FromString,
                     response_serializer=memcrm_dot_v1_dot_recommendation__pb2.NextBestActionResponse.SerializeToString,
+            ),
+            'RecordOutcome': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordOutcome,
+                    request_deserializer=memcrm_dot_v1_dot_recommendation__pb2.RecordOutcomeRequest.FromString,
+                    response_serializer=memcrm_dot_v1_dot_recommendation__pb2.RecordOutcomeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,6 +108,33 @@ class RecommendationService:
             '/memcrm.v1.RecommendationService/NextBestAction',
             memcrm_dot_v1_dot_recommendation__pb2.NextBestActionRequest.SerializeToString,
             memcrm_dot_v1_dot_recommendation__pb2.NextBestActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordOutcome(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memcrm.v1.RecommendationService/RecordOutcome',
+            memcrm_dot_v1_dot_recommendation__pb2.RecordOutcomeRequest.SerializeToString,
+            memcrm_dot_v1_dot_recommendation__pb2.RecordOutcomeResponse.FromString,
             options,
             channel_credentials,
             insecure,

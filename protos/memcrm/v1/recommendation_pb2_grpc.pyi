@@ -37,6 +37,8 @@ class RecommendationServiceStub:
     """Scores the action catalog over the customer's recalled memories and returns the best
     top_n actions, each with its own explanation.
     """
+    RecordOutcome: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.RecordOutcomeRequest, _recommendation_pb2.RecordOutcomeResponse]
+    """Records what came of a recommended action; the feedback the propensity model learns from."""
 
 @_typing.type_check_only
 class RecommendationServiceAsyncStub(RecommendationServiceStub):
@@ -47,6 +49,8 @@ class RecommendationServiceAsyncStub(RecommendationServiceStub):
     """Scores the action catalog over the customer's recalled memories and returns the best
     top_n actions, each with its own explanation.
     """
+    RecordOutcome: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.RecordOutcomeRequest, _recommendation_pb2.RecordOutcomeResponse]  # type: ignore[assignment]
+    """Records what came of a recommended action; the feedback the propensity model learns from."""
 
 class RecommendationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Recommends what to do next for a customer. Requires the `recommender` role."""
@@ -60,5 +64,13 @@ class RecommendationServiceServicer(metaclass=_abc_1.ABCMeta):
         """Scores the action catalog over the customer's recalled memories and returns the best
         top_n actions, each with its own explanation.
         """
+
+    @_abc_1.abstractmethod
+    def RecordOutcome(
+        self,
+        request: _recommendation_pb2.RecordOutcomeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.RecordOutcomeResponse, _abc.Awaitable[_recommendation_pb2.RecordOutcomeResponse]]:
+        """Records what came of a recommended action; the feedback the propensity model learns from."""
 
 def add_RecommendationServiceServicer_to_server(servicer: RecommendationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

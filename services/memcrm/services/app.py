@@ -19,6 +19,7 @@ SERVICER_FUNCTIONS = [
     "memcrm.v1.ingestion_pb2_grpc.add_IngestionServiceServicer_to_server",
     "memcrm.v1.memory_pb2_grpc.add_MemoryServiceServicer_to_server",
     "memcrm.v1.recommendation_pb2_grpc.add_RecommendationServiceServicer_to_server",
+    "memcrm.v1.audit_pb2_grpc.add_AuditServiceServicer_to_server",
 ]
 
 

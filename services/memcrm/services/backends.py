@@ -19,13 +19,15 @@ from memcrm.core.settings import Settings
 from memcrm.core.tenants import TenantConfigs
 from memcrm.core.tracing import child_span, configure_tracing
 from memcrm.core.types import (
-    Channel,
-    Decision,
+    DecisionRecord,
+    DecisionRequest,
     IngestOutcome,
     Interaction,
     TraceRef,
 )
+from memcrm.decisions.record import decision_record
 from memcrm.interpret.pipeline import Analysis, Interpreter
+from memcrm.memory.decisions import DecisionStore
 from memcrm.memory.hot import HotState
 from memcrm.memory.ingest import Ingestor
 from memcrm.memory.recall import MemoryReader
@@ -80,9 +82,9 @@ class RecommendationDeployment:
 
         configure_tracing("recommendation")
         encoder = Encoder()
-        self._reader = MemoryReader(
-            MemoryStore(database_url, max_size=settings.db_pool_max), encoder
-        )
+        store = MemoryStore(database_url, max_size=settings.db_pool_max)
+        self._reader = MemoryReader(store, encoder)
+        self._decisions = DecisionStore(store)
         scorer = NbaScorer(settings.nba_model_dir)
         self._recommender = Recommender(encoder, scorer, BUILTIN_CATALOG)
         self._memories = settings.decision_memories
@@ -90,25 +92,23 @@ class RecommendationDeployment:
     def decide(
         self,
         tenant_id: str,
-        customer_id: str,
-        context: str,
-        channel: Channel,
-        top_n: int,
-        as_of: datetime | None,
+        request: DecisionRequest,
+        trace_id: str,
         carrier: dict[str, str],
-    ) -> tuple[Decision, datetime]:
+    ) -> DecisionRecord:
+        """Decide, write the full decision record, and only then answer with it."""
         decided_at = datetime.now(UTC)
-        view = as_of or decided_at
+        view = request.as_of or decided_at
         with child_span("memcrm.recall", carrier, {"memcrm.top_k": self._memories}):
             # One encoder pass: the context is both the recall query and a model input.
-            context_vector = self._reader.embed_query(context)
+            context_vector = self._reader.embed_query(request.context)
             recalled = self._reader.recall_embedded(
                 tenant_id,
-                customer_id,
+                request.customer_id,
                 context_vector,
                 top_k=self._memories,
                 as_of=view,
-                query_text=context,
+                query_text=request.context,
             )
         with child_span(
             "memcrm.decide",
@@ -116,7 +116,15 @@ class RecommendationDeployment:
             {"memcrm.memories": len(recalled)},
             links=[r.memory.ingest_trace for r in recalled],
         ):
-            decision = self._recommender.decide(
-                recalled, context, channel, top_n, view, context_embedding=context_vector
+            audit = self._recommender.decide_audited(
+                recalled,
+                request.context,
+                request.channel,
+                request.top_n,
+                view,
+                context_embedding=context_vector,
             )
-        return decision, decided_at
+        record = decision_record(request, audit, decided_at, view, trace_id)
+        with child_span("memcrm.decision_record", carrier):
+            self._decisions.save(tenant_id, record)
+        return record

@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from memcrm.core.errors import InvalidArgument
 from memcrm.core.types import (
     CustomerProfile,
-    Decision,
+    DecisionRecord,
     Enrichment,
     Entity,
     Explanation,
@@ -18,11 +18,13 @@ from memcrm.core.types import (
     Interaction,
     Label,
     Memory,
+    Outcome,
     ProfileItem,
     RecalledMemory,
+    RecommendedAction,
 )
 from memcrm.core.validation import check_channel, check_direction
-from memcrm.v1 import common_pb2, ingestion_pb2, memory_pb2, recommendation_pb2
+from memcrm.v1 import audit_pb2, common_pb2, ingestion_pb2, memory_pb2, recommendation_pb2
 
 
 def timestamp(value: datetime) -> Timestamp:
@@ -240,24 +242,87 @@ def explanation_msg(e: Explanation) -> common_pb2.Explanation:
     )
 
 
-def decision_msg(
-    d: Decision, recommendation_id: str, decided_at: datetime, trace_id: str
-) -> recommendation_pb2.NextBestActionResponse:
+def action_msg(a: RecommendedAction) -> recommendation_pb2.RecommendedAction:
+    return recommendation_pb2.RecommendedAction(
+        action_id=a.action_id,
+        title=a.title,
+        rank=a.rank,
+        score=a.score,
+        propensity=a.propensity,
+        value=a.value,
+        explanation=explanation_msg(a.explanation),
+    )
+
+
+def decision_msg(r: DecisionRecord) -> recommendation_pb2.NextBestActionResponse:
     return recommendation_pb2.NextBestActionResponse(
-        recommendation_id=recommendation_id,
-        trace_id=trace_id,
-        model_version=d.model_version,
-        decided_at=timestamp(decided_at),
-        actions=[
-            recommendation_pb2.RecommendedAction(
-                action_id=a.action_id,
-                title=a.title,
-                rank=a.rank,
-                score=a.score,
-                propensity=a.propensity,
-                value=a.value,
-                explanation=explanation_msg(a.explanation),
+        recommendation_id=r.recommendation_id,
+        trace_id=r.trace_id,
+        model_version=r.model_version,
+        decided_at=timestamp(r.decided_at),
+        actions=[action_msg(a) for a in r.actions],
+    )
+
+
+def outcome(value: int) -> Outcome:
+    try:
+        chosen = Outcome(value)
+    except ValueError:
+        raise InvalidArgument("outcome", f"unknown value {value}") from None
+    if chosen is Outcome.UNSPECIFIED:
+        raise InvalidArgument("outcome", "is required")
+    return chosen
+
+
+def record_bounds(
+    request: audit_pb2.ListRecommendationsRequest,
+) -> tuple[datetime | None, datetime | None]:
+    since = optional_time(request.since, request.HasField("since"), "since")
+    until = optional_time(request.until, request.HasField("until"), "until")
+    return since, until
+
+
+def record_msg(r: DecisionRecord) -> audit_pb2.DecisionRecord:
+    req = r.request
+    request = recommendation_pb2.NextBestActionRequest(
+        customer_id=req.customer_id,
+        context=req.context,
+        channel=int(req.channel),  # type: ignore[arg-type]
+        top_n=req.top_n,
+    )
+    if req.as_of is not None:
+        request.as_of.CopyFrom(timestamp(req.as_of))
+    return audit_pb2.DecisionRecord(
+        recommendation_id=r.recommendation_id,
+        customer_id=req.customer_id,
+        request=request,
+        actions=[action_msg(a) for a in r.actions],
+        considered=[
+            audit_pb2.ConsideredAction(
+                action_id=c.action_id,
+                title=c.title,
+                log_odds=c.log_odds,
+                propensity=c.propensity,
+                value=c.value,
+                score=c.score,
+                rank=c.rank,
+                reason=c.reason,
             )
-            for a in d.actions
+            for c in r.considered
+        ],
+        model_version=r.model_version,
+        model_sha256=r.model_sha256,
+        cited_memory_ids=list(r.cited_memory_ids),
+        trace_id=r.trace_id,
+        decided_at=timestamp(r.decided_at),
+        as_of=timestamp(r.as_of),
+        outcomes=[
+            audit_pb2.RecordedOutcome(
+                action_id=o.action_id,
+                outcome=int(o.outcome),  # type: ignore[arg-type]
+                occurred_at=timestamp(o.occurred_at),
+                recorded_at=timestamp(o.recorded_at),
+            )
+            for o in r.outcomes
         ],
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -32,23 +31,26 @@ from memcrm.core.tracing import (
     set_attributes,
     trace_ref,
 )
-from memcrm.core.types import Interaction, Principal
+from memcrm.core.types import DecisionRecord, DecisionRequest, Interaction, Principal
 from memcrm.core.validation import (
+    DEFAULT_PAGE_SIZE,
     DEFAULT_TOP_N,
     MAX_BATCH,
+    MAX_PAGE_SIZE,
     check_bounded,
     check_channel,
     check_id,
     check_interaction,
     check_text,
 )
+from memcrm.memory.decisions import DecisionStore
 from memcrm.memory.hot import HotState
 from memcrm.memory.profile import Profiles
 from memcrm.memory.recall import MemoryReader
 from memcrm.memory.store import MemoryStore
 from memcrm.services import convert
 from memcrm.services.status import to_status
-from memcrm.v1 import ingestion_pb2, memory_pb2, recommendation_pb2
+from memcrm.v1 import audit_pb2, ingestion_pb2, memory_pb2, recommendation_pb2
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ class Gateway:
         store = MemoryStore(database_url, max_size=settings.db_pool_max)
         self._reader = MemoryReader(store, Encoder())
         self._profiles = Profiles(store, HotState(redis_url))
+        self._decisions = DecisionStore(store)
 
     async def _serve(
         self,
@@ -282,38 +285,107 @@ class Gateway:
             top_n = check_bounded("top_n", request.top_n, DEFAULT_TOP_N, MAX_TOP_N)
             as_of = convert.as_of(request)
             set_attributes(span, {"memcrm.customer_id": request.customer_id})
-            decision, decided_at = await self._recommendation.decide.remote(
-                p.tenant_id,
-                request.customer_id,
-                request.context,
-                channel,
-                top_n,
-                as_of,
-                current_carrier(),
+            wanted = DecisionRequest(request.customer_id, request.context, channel, top_n, as_of)
+            record: DecisionRecord = await self._recommendation.decide.remote(
+                p.tenant_id, wanted, trace_ref(span).trace_id, current_carrier()
             )
             cited = {
                 a.memory_id: a.ingest_trace
-                for action in decision.actions
+                for action in record.actions
                 for a in action.explanation.memories
             }
             add_links(span, cited.values())
-            recommendation_id = str(uuid.uuid4())
             set_attributes(
                 span,
                 {
-                    "memcrm.recommendation_id": recommendation_id,
-                    "memcrm.model_version": decision.model_version,
+                    "memcrm.recommendation_id": record.recommendation_id,
+                    "memcrm.model_version": record.model_version,
                     "memcrm.cited_memories": len(cited),
                 },
             )
-            return convert.decision_msg(
-                decision, recommendation_id, decided_at, trace_ref(span).trace_id
-            )
+            return convert.decision_msg(record)
 
         return await self._serve(
             "memcrm.v1.RecommendationService/NextBestAction",
             "recommender",
             grpc_context,
             recommendation_pb2.NextBestActionResponse,
+            work,
+        )
+
+    async def RecordOutcome(  # noqa: N802
+        self, request: recommendation_pb2.RecordOutcomeRequest, grpc_context: RayServegRPCContext
+    ) -> recommendation_pb2.RecordOutcomeResponse:
+        async def work(p: Principal, span: Span) -> recommendation_pb2.RecordOutcomeResponse:
+            outcome = convert.outcome(request.outcome)
+            occurred_at = convert.optional_time(
+                request.occurred_at, request.HasField("occurred_at"), "occurred_at"
+            ) or datetime.now(UTC)
+            set_attributes(span, {"memcrm.recommendation_id": request.recommendation_id})
+            await asyncio.to_thread(
+                self._decisions.record_outcome,
+                p.tenant_id,
+                request.recommendation_id,
+                request.action_id,
+                outcome,
+                occurred_at,
+            )
+            return recommendation_pb2.RecordOutcomeResponse(trace_id=trace_ref(span).trace_id)
+
+        return await self._serve(
+            "memcrm.v1.RecommendationService/RecordOutcome",
+            "recommender",
+            grpc_context,
+            recommendation_pb2.RecordOutcomeResponse,
+            work,
+        )
+
+    # AuditService -------------------------------------------------------------------------
+
+    async def GetRecommendation(  # noqa: N802
+        self, request: audit_pb2.GetRecommendationRequest, grpc_context: RayServegRPCContext
+    ) -> audit_pb2.GetRecommendationResponse:
+        async def work(p: Principal, span: Span) -> audit_pb2.GetRecommendationResponse:
+            record = await asyncio.to_thread(
+                self._decisions.get, p.tenant_id, request.recommendation_id
+            )
+            return audit_pb2.GetRecommendationResponse(
+                record=convert.record_msg(record), trace_id=trace_ref(span).trace_id
+            )
+
+        return await self._serve(
+            "memcrm.v1.AuditService/GetRecommendation",
+            "auditor",
+            grpc_context,
+            audit_pb2.GetRecommendationResponse,
+            work,
+        )
+
+    async def ListRecommendations(  # noqa: N802
+        self, request: audit_pb2.ListRecommendationsRequest, grpc_context: RayServegRPCContext
+    ) -> audit_pb2.ListRecommendationsResponse:
+        async def work(p: Principal, span: Span) -> audit_pb2.ListRecommendationsResponse:
+            since, until = convert.record_bounds(request)
+            size = check_bounded("page_size", request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+            page = await asyncio.to_thread(
+                self._decisions.for_customer,
+                p.tenant_id,
+                request.customer_id,
+                since=since,
+                until=until,
+                page_size=size,
+                page_token=request.page_token,
+            )
+            return audit_pb2.ListRecommendationsResponse(
+                records=[convert.record_msg(r) for r in page.records],
+                next_page_token=page.next_page_token,
+                trace_id=trace_ref(span).trace_id,
+            )
+
+        return await self._serve(
+            "memcrm.v1.AuditService/ListRecommendations",
+            "auditor",
+            grpc_context,
+            audit_pb2.ListRecommendationsResponse,
             work,
         )
