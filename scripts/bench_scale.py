@@ -482,13 +482,21 @@ class BareSql:
         return elapsed, rows
 
     def nearest(
-        self, query: NDArray[np.float32], top_k: int, case: SearchCase, *, exact: bool
-    ) -> list[str]:
-        """The ``near`` candidates of ``search_sql`` alone (its filters, its LIMIT)."""
+        self,
+        query: NDArray[np.float32],
+        top_k: int,
+        case: SearchCase,
+        *,
+        exact: bool,
+        ef_search: int | None = None,
+    ) -> list[tuple[str, float]]:
+        """The ``near`` candidates of ``search_sql`` alone (its filters, its LIMIT), with their
+        cosine distances; ``ef_search`` overrides the store's."""
         from memcrm.memory.ranking import SEARCH_SETTINGS, VISIBLE
 
         sql = (
-            f"SELECT memory_id FROM memories WHERE tenant_id = %(tenant)s AND {VISIBLE}"
+            "SELECT memory_id, embedding <=> %(query)s AS distance FROM memories"
+            f" WHERE tenant_id = %(tenant)s AND {VISIBLE}"
             " AND (%(after)s::timestamptz IS NULL OR occurred_at >= %(after)s)"
             " AND (%(before)s::timestamptz IS NULL OR occurred_at < %(before)s)"
             " ORDER BY embedding <=> %(query)s LIMIT %(candidates)s"
@@ -497,17 +505,39 @@ class BareSql:
         with self.conn.transaction():
             for setting in SEARCH_SETTINGS:
                 self.conn.execute(setting.encode())
+            if ef_search is not None:
+                self.conn.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}".encode())
             if exact:
                 self.conn.execute(b"SET LOCAL enable_indexscan = off")
             rows = self.conn.execute(sql.encode(), params).fetchall()
-        return [str(r["memory_id"]) for r in rows]
+        return [(str(r["memory_id"]), float(r["distance"])) for r in rows]
+
+    def lexical_matches(self, text: str) -> int:
+        """How many of the tenant's memories the ``lexical`` part's probe matches."""
+        from memcrm.memory.ranking import TEXT_SEARCH_CONFIG
+
+        row = self.conn.execute(
+            "WITH probe AS (SELECT coalesce(to_tsquery('simple', string_agg(quote_literal(lexeme),"
+            " ' | ')), ''::tsquery) AS q FROM (SELECT DISTINCT lexeme FROM unnest(to_tsvector("
+            f"'{TEXT_SEARCH_CONFIG}', %(t)s))) terms)"
+            " SELECT count(*) AS n FROM memories, probe WHERE tenant_id = %(tenant)s"
+            " AND lexemes @@ probe.q",
+            {"t": text, "tenant": self.tenant},
+        ).fetchone()
+        self.conn.commit()
+        return int(row["n"]) if row else 0
 
 
-def plan_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Which scans served which part of the statement, from EXPLAIN (ANALYZE, FORMAT JSON)."""
+def plan_summary(rows: list[dict[str, Any]], query_text: str = "") -> dict[str, Any]:
+    """Which scans served which part of the statement, and where the time went (the nodes
+    with the most exclusive time), from EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)."""
     doc = rows[0]["QUERY PLAN"]
     doc = doc[0] if isinstance(doc, list) else doc
     scans: list[str] = []
+    own: list[tuple[float, str]] = []
+
+    def total_ms(node: dict[str, Any]) -> float:
+        return float(node.get("Actual Total Time", 0.0)) * int(node.get("Actual Loops", 1))
 
     def walk(node: dict[str, Any], label: str) -> None:
         if "Subplan Name" in node:
@@ -515,27 +545,43 @@ def plan_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         elif node["Node Type"] in ("CTE Scan", "Subquery Scan") and "Alias" in node:
             label = node["Alias"]
         kind = node["Node Type"]
+        where = label or "main"
         if "Index Name" in node or kind == "Seq Scan":
             target = node.get("Index Name") or node.get("Relation Name", "?")
-            loops = node.get("Actual Loops", 1)
-            rows_out = node.get("Actual Rows", 0)
             removed = node.get("Rows Removed by Filter", 0)
             extra = f", {removed} removed by filter" if removed else ""
             scans.append(
-                f"{label or 'main'}: {kind} on {target} ({rows_out} rows x {loops} loops"
-                f"{extra}, {node.get('Actual Total Time', 0):.1f} ms)"
+                f"{where}: {kind} on {target} ({node.get('Actual Rows', 0)} rows"
+                f" x {node.get('Actual Loops', 1)} loops{extra}, {total_ms(node):.1f} ms)"
             )
-        for child in node.get("Plans", []):
+        if kind == "Bitmap Heap Scan":
+            exact, lossy = node.get("Exact Heap Blocks", 0), node.get("Lossy Heap Blocks", 0)
+            scans.append(
+                f"{where}: Bitmap Heap Scan ({node.get('Actual Rows', 0)} rows, heap blocks"
+                f" exact {exact} lossy {lossy},"
+                f" {node.get('Rows Removed by Index Recheck', 0)} removed by recheck,"
+                f" {total_ms(node):.1f} ms)"
+            )
+        children = node.get("Plans", [])
+        exclusive = total_ms(node) - sum(
+            total_ms(c) for c in children if c.get("Parent Relationship") != "InitPlan"
+        )
+        detail = node.get("Sort Key") or node.get("Hash Cond") or node.get("Recheck Cond") or ""
+        own.append((exclusive, f"{where}: {kind} {detail}".strip()[:160]))
+        for child in children:
             walk(child, label)
 
     walk(doc["Plan"], "")
-    indexes = sorted({s.split(" on ")[1].split(" (")[0] for s in scans})
+    indexes = sorted({s.split(" on ")[1].split(" (")[0] for s in scans if " on " in s})
+    hot = sorted(own, reverse=True)[:4]
     return {
+        "query_text": query_text,
         "execution_ms": round(float(doc["Execution Time"]), 2),
         "planning_ms": round(float(doc["Planning Time"]), 2),
         "hnsw_used": "memories_embedding_hnsw" in indexes,
         "relations_and_indexes": indexes,
         "scans": scans,
+        "most_exclusive_time": [f"{ms:.1f} ms {what}" for ms, what in hot],
     }
 
 
@@ -679,10 +725,10 @@ def measure(args: argparse.Namespace, url: str, redis_url: str, corpus: Corpus) 
     explain = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
     i = args.warmup
     _, plan = bare.recall(customers[i], vectors[texts[i]], texts[i], args.top_k, explain)
-    report["explain"] = {"Recall": plan_summary(plan)}
+    report["explain"] = {"Recall": plan_summary(plan, texts[i])}
     for case in cases:
         _, plan = bare.search(vectors[texts[i]], texts[i], args.top_k, case, explain=explain)
-        report["explain"][f"SearchMemories_{case.kind}"] = plan_summary(plan)
+        report["explain"][f"SearchMemories_{case.kind}"] = plan_summary(plan, texts[i])
 
     report["hnsw_vs_exact"] = quality(args, bare, corpus, vectors, cases, encoder)
     report["service_start_s"] = round(service_start_s, 1)
@@ -698,7 +744,10 @@ def quality(
     cases: list[SearchCase],
     encoder: Any,
 ) -> dict[str, Any]:
-    """Overlap@k of the tenant-wide search (HNSW, iterative scan) with the exact statement."""
+    """The tenant-wide search with the HNSW index (iterative scan) against the same statement
+    with index scans off (exact): overlap of the results, and recall of the ``near``
+    candidates alone, by id and by distance (a candidate counts when it is at least as close
+    as the exact k-th one, so equally close copies of one text do not count as misses)."""
     rng = random.Random(args.seed + 2)
     texts = [rng.choice(corpus.held_back) for _ in range(args.quality_queries)]
     missing = sorted({t for t in texts if t not in vectors})
@@ -706,8 +755,10 @@ def quality(
         vectors = {**vectors, **dict(zip(missing, encoder.encode(missing), strict=True))}
     log(f"HNSW vs exact on {len(texts)} searches (exact = index scans off, slow)")
     out: dict[str, Any] = {}
+    sweep = [int(x) for x in args.ef_sweep.split(",") if x]
     for n, case in enumerate(cases):
-        overlaps, candidates, short, exact_ms = [], [], 0, []
+        overlaps, text_overlaps, by_id, by_distance, short, exact_ms = [], [], [], [], 0, []
+        ef_recall: dict[int, list[float]] = {ef: [] for ef in sweep}
         for text in texts[n :: len(cases)]:
             q = vectors[text]
             _, approx = bare.search(q, text, args.top_k, case)
@@ -716,20 +767,57 @@ def quality(
             a = {str(r["memory_id"]) for r in approx}
             e = {str(r["memory_id"]) for r in exact}
             overlaps.append(len(a & e) / max(1, len(e)))
+            a_texts = {r["text"] for r in approx}
+            e_texts = {r["text"] for r in exact}
+            text_overlaps.append(len(a_texts & e_texts) / max(1, len(e_texts)))
             short += len(approx) < min(args.top_k, len(exact))
-            near_a = set(bare.nearest(q, args.top_k, case, exact=False))
-            near_e = set(bare.nearest(q, args.top_k, case, exact=True))
-            candidates.append(len(near_a & near_e) / max(1, len(near_e)))
+            near_e = bare.nearest(q, args.top_k, case, exact=True)
+            kth = near_e[-1][1] + 1e-6 if near_e else 0.0
+            ids_e = {i for i, _ in near_e}
+            wanted = len(near_e)
+            near_a = bare.nearest(q, args.top_k, case, exact=False)
+            by_id.append(len({i for i, _ in near_a} & ids_e) / max(1, len(ids_e)))
+            by_distance.append(within(near_a, kth, wanted))
+            for ef in sweep:
+                found = bare.nearest(q, args.top_k, case, exact=False, ef_search=ef)
+                ef_recall[ef].append(within(found, kth, wanted))
         out[case.kind] = {
             "queries": len(overlaps),
-            f"overlap_at_{args.top_k}_mean": round(float(np.mean(overlaps)), 3),
-            f"overlap_at_{args.top_k}_min": round(float(np.min(overlaps)), 3),
+            f"overlap_at_{args.top_k}_ids_mean": round(float(np.mean(overlaps)), 3),
+            f"overlap_at_{args.top_k}_ids_min": round(float(np.min(overlaps)), 3),
+            f"overlap_at_{args.top_k}_texts_mean": round(float(np.mean(text_overlaps)), 3),
             "searches_with_fewer_results_than_exact": short,
-            "hnsw_candidates_recall_mean": round(float(np.mean(candidates)), 3),
-            "hnsw_candidates_recall_min": round(float(np.min(candidates)), 3),
+            "hnsw_candidates_recall_by_id_mean": round(float(np.mean(by_id)), 3),
+            "hnsw_candidates_recall_by_distance_mean": round(float(np.mean(by_distance)), 3),
+            "hnsw_candidates_recall_by_distance_min": round(float(np.min(by_distance)), 3),
+            "hnsw_candidates_missed_entirely": sum(r == 0 for r in by_distance),
+            "hnsw_candidates_recall_by_ef_search": {
+                str(ef): round(float(np.mean(v)), 3) for ef, v in ef_recall.items()
+            },
             "exact_search_p50_ms": round(percentile(exact_ms, 0.5), 1),
         }
+    matches = [bare.lexical_matches(t) for t in texts]
+    total = max(1, bare_count(bare))
+    out["lexical_probe_matches"] = {
+        "queries": len(matches),
+        "p50_rows": int(percentile([float(m) for m in matches], 0.5)),
+        "max_rows": max(matches),
+        "p50_fraction_of_tenant": round(percentile([m / total for m in matches], 0.5), 3),
+    }
     return out
+
+
+def within(found: list[tuple[str, float]], kth: float, wanted: int) -> float:
+    """Recall by distance: the share of the exact answer's size found at least as close."""
+    return sum(d <= kth for _, d in found) / max(1, wanted)
+
+
+def bare_count(bare: BareSql) -> int:
+    row = bare.conn.execute(
+        "SELECT count(*) AS n FROM memories WHERE tenant_id = %s", (bare.tenant,)
+    ).fetchone()
+    bare.conn.commit()
+    return int(row["n"]) if row else 0
 
 
 def database_facts(url: str, tenant: str) -> dict[str, Any]:
@@ -816,6 +904,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--quality-queries", type=int, default=51)
+    parser.add_argument(
+        "--ef-sweep", default="40,100,200,400,800", help="hnsw.ef_search values to compare"
+    )
     args = parser.parse_args()
     if args.home is None:
         args.home = Path(tempfile.mkdtemp(prefix="bs-", dir="/tmp"))
