@@ -56,6 +56,7 @@ import numpy as np
 import psycopg
 from numpy.typing import NDArray
 from pgvector.psycopg import register_vector
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -70,13 +71,9 @@ COPY_TYPES = [
     "text", "text", "text", "text", "jsonb", "bytea", "jsonb", "vector", "text", "text",
     "uuid", "float4",
 ]  # fmt: skip
-# Dropped before COPY and rebuilt after it, as migration 0002 defines them.
-BULK_INDEXES = {
-    "memories_lexemes": "CREATE INDEX memories_lexemes ON memories USING gin (lexemes)",
-    "memories_embedding_hnsw": (
-        "CREATE INDEX memories_embedding_hnsw ON memories USING hnsw (embedding vector_cosine_ops)"
-    ),
-}
+# Dropped before COPY and rebuilt after it exactly as the migrations defined them (the
+# definitions are read from the catalog and kept in the home's bench_scale.json).
+BULK_INDEX_METHODS = ("hnsw", "gin")
 # Channel values (memcrm.v1.Channel) and how often a conversation happens on each.
 CHANNELS = {1: 0.25, 2: 0.25, 3: 0.1, 4: 0.1, 5: 0.15, 7: 0.1, 8: 0.05}
 THREADED = {1, 2, 7}  # email, chat and tickets carry a thread id; the others rely on time gaps
@@ -296,9 +293,21 @@ def loaded_customers(conn: psycopg.Connection[dict[str, Any]], tenant: str) -> i
     return 0 if row is None or row["c"] is None else int(row["c"].removeprefix("scale-c")) + 1
 
 
-def existing_indexes(conn: psycopg.Connection[dict[str, Any]]) -> set[str]:
-    rows = conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'memories'")
-    return {r["indexname"] for r in rows.fetchall()}
+def existing_indexes(conn: psycopg.Connection[dict[str, Any]]) -> dict[str, str]:
+    """The memories table's indexes: name -> definition."""
+    rows = conn.execute(
+        "SELECT indexname, indexdef FROM pg_indexes"
+        " WHERE schemaname = current_schema() AND tablename = 'memories'"
+    )
+    return {r["indexname"]: r["indexdef"] for r in rows.fetchall()}
+
+
+def bulk_indexes(indexes: dict[str, str]) -> dict[str, str]:
+    return {
+        name: ddl
+        for name, ddl in indexes.items()
+        if any(f" USING {method} " in ddl for method in BULK_INDEX_METHODS)
+    }
 
 
 def load(args: argparse.Namespace, url: str, corpus: Corpus, meta_path: Path) -> dict[str, Any]:
@@ -333,14 +342,18 @@ def load(args: argparse.Namespace, url: str, corpus: Corpus, meta_path: Path) ->
         conn.add_notice_handler(lambda d: notices.append(str(d.message_primary)))
         first = loaded_customers(conn, args.tenant)
         indexes = existing_indexes(conn)
-        if first >= args.customers and set(BULK_INDEXES) <= indexes and meta.get("analyzed"):
+        if "bulk_indexes" not in meta:
+            meta["bulk_indexes"] = bulk_indexes(indexes)
+            save()
+        wanted: dict[str, str] = meta["bulk_indexes"]
+        if first >= args.customers and set(wanted) <= set(indexes) and meta.get("analyzed"):
             log(f"all {args.customers} customers already loaded and indexed")
             return meta
         if first < args.customers:
-            for name in BULK_INDEXES:
+            for name in wanted:
                 if name in indexes:
                     log(f"dropping {name} for the bulk load")
-                    conn.execute(f"DROP INDEX {name}")
+                    conn.execute(f"DROP INDEX {name}".encode())
             log(f"loading customers {first}..{args.customers - 1} ({args.per_customer} each)")
             conn.execute("SET synchronous_commit = off")
             total = time.perf_counter()
@@ -373,10 +386,10 @@ def load(args: argparse.Namespace, url: str, corpus: Corpus, meta_path: Path) ->
             save()
         conn.execute(f"SET maintenance_work_mem = '{args.maintenance_work_mem}'")
         conn.execute("SET max_parallel_maintenance_workers = 1")
-        for name, ddl in BULK_INDEXES.items():
+        for name, ddl in wanted.items():
             if name in existing_indexes(conn):
                 continue
-            log(f"building {name}")
+            log(f"building {ddl}")
             t0 = time.perf_counter()
             conn.execute(ddl.encode())
             timings[f"index_{name}"] = time.perf_counter() - t0
@@ -850,6 +863,7 @@ def database_facts(url: str, tenant: str) -> dict[str, Any]:
             " FROM pg_index WHERE indrelid = 'memories'::regclass ORDER BY 2 DESC"
         ).fetchall()
         facts["index_size_mb"] = {r["name"]: round(r["size"] / 2**20, 1) for r in rows}
+        facts["bulk_index_definitions"] = sorted(bulk_indexes(existing_indexes(conn)).values())
         return facts
 
 
@@ -931,7 +945,16 @@ def main() -> None:
     meta_path = args.home / "bench_scale.json"
     started = time.perf_counter()
     with stores(args) as (url, redis_url):
-        migrate(url)
+        # A migration may rebuild an index over the loaded rows: give it the bulk load's memory.
+        options = (
+            f"-c maintenance_work_mem={args.maintenance_work_mem}"
+            " -c max_parallel_maintenance_workers=1"
+        )
+        t0 = time.perf_counter()
+        applied = migrate(make_conninfo(url, options=options))
+        migrate_s = time.perf_counter() - t0
+        if applied:
+            log(f"applied migrations {applied} in {migrate_s:.0f}s")
         corpus = load_corpus(args.home, args.seed, args.held_back)
         if args.skip_load:
             if not meta_path.exists():
@@ -955,9 +978,11 @@ def main() -> None:
         },
         **report,
         "load_s": {k: round(v, 1) for k, v in meta["timings_s"].items()},
+        "migrations_applied_this_run": {"versions": applied, "seconds": round(migrate_s, 1)},
         "load_notices": meta.get("load_notices", []),
         "table_size_mb": facts["table_size_mb"],
         "index_size_mb": facts["index_size_mb"],
+        "bulk_index_definitions": facts["bulk_index_definitions"],
         "postgres": {k: facts[k] for k in (*PG_SETTINGS, "pgvector")},
         "home": str(args.home),
         "wall_s": round(time.perf_counter() - started, 1),
