@@ -74,7 +74,8 @@ class Gateway:
         self._ingestion = ingestion
         self._recommendation = recommendation
         store = MemoryStore(database_url, max_size=settings.db_pool_max)
-        self._reader = MemoryReader(store, Encoder())
+        # Recall encodes one short query at a time: one thread (see Encoder).
+        self._reader = MemoryReader(store, Encoder(threads=1))
         self._profiles = Profiles(store, HotState(redis_url))
         self._decisions = DecisionStore(store)
 
