@@ -7,9 +7,6 @@ appended beside them and joined in when a record is read.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from dataclasses import replace
 from datetime import datetime
@@ -33,6 +30,7 @@ from memcrm.core.types import (
     TraceRef,
 )
 from memcrm.core.validation import check_id
+from memcrm.memory.paging import PagePosition, decode_token, encode_token
 from memcrm.memory.store import MemoryStore
 
 RECORD_SCHEMA = 1
@@ -88,7 +86,7 @@ class DecisionStore:
     ) -> DecisionPage:
         """Newest first, keyset-paged on (decided_at, recommendation_id)."""
         check_id("customer_id", customer_id)
-        after = _decode_token(page_token, customer_id) if page_token else None
+        after = decode_token(page_token, customer_id) if page_token else None
         with self._store.connection() as conn:
             rows = conn.execute(
                 "SELECT recommendation_id, decided_at, record FROM decisions"
@@ -103,8 +101,8 @@ class DecisionStore:
                     "c": customer_id,
                     "since": since,
                     "until": until,
-                    "at": after[0] if after else None,
-                    "id": after[1] if after else None,
+                    "at": after.at if after else None,
+                    "id": after.row_id if after else None,
                     "n": page_size + 1,
                 },
             ).fetchall()
@@ -119,7 +117,9 @@ class DecisionStore:
         token = ""
         if len(rows) > page_size:
             last = page[-1]
-            token = _encode_token(customer_id, last["decided_at"], str(last["recommendation_id"]))
+            token = encode_token(
+                PagePosition(customer_id, last["decided_at"], str(last["recommendation_id"]))
+            )
         return DecisionPage(records, token)
 
     def record_outcome(
@@ -186,24 +186,6 @@ def _recommendation_id(value: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise InvalidArgument("recommendation_id", "is not a recommendation id") from None
-
-
-def _encode_token(customer_id: str, at: datetime, recommendation_id: str) -> str:
-    doc = {"c": customer_id, "at": at.isoformat(), "id": recommendation_id}
-    return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode()
-
-
-def _decode_token(token: str, customer_id: str) -> tuple[datetime, str]:
-    try:
-        doc = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if doc["c"] != customer_id:
-            raise InvalidArgument("page_token", "belongs to another customer")
-        uuid.UUID(doc["id"])
-        return datetime.fromisoformat(doc["at"]), doc["id"]
-    except InvalidArgument:
-        raise
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise InvalidArgument("page_token", "is not a token this server issued") from None
 
 
 # JSON codec ------------------------------------------------------------------------------

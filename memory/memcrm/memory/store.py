@@ -7,9 +7,6 @@ newest version recorded by ``as_of``.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -40,6 +37,7 @@ from memcrm.core.types import (
     TimelinePage,
     TraceRef,
 )
+from memcrm.memory.paging import PagePosition, decode_token, encode_token
 from memcrm.memory.ranking import (
     SEARCH_SETTINGS,
     VISIBLE,
@@ -314,7 +312,10 @@ class MemoryStore:
         """Oldest first, keyset-paged; the token pins ``as_of`` so pages stay consistent."""
         after: tuple[datetime, str] | None = None
         if page_token:
-            as_of, after = _decode_token(page_token, customer_id)
+            position = decode_token(page_token, customer_id)
+            if position.as_of is None:
+                raise InvalidArgument("page_token", "is not a timeline token")
+            as_of, after = position.as_of, (position.at, position.row_id)
         sql = (
             f"SELECT {_COLUMNS} FROM memories"
             f" WHERE tenant_id = %(tenant)s AND customer_id = %(customer)s AND {VISIBLE}"
@@ -336,7 +337,9 @@ class MemoryStore:
         token = ""
         if len(rows) > page_size:
             last = memories[-1]
-            token = _encode_token(customer_id, as_of, last.interaction.occurred_at, last.memory_id)
+            token = encode_token(
+                PagePosition(customer_id, last.interaction.occurred_at, last.memory_id, as_of)
+            )
         return TimelinePage(memories, token)
 
     def customer_memories(
@@ -448,22 +451,3 @@ def _memory(row: dict[str, Any]) -> Memory:
         version=int(row["version"]),
         near_duplicate_of=str(row["near_duplicate_of"] or ""),
     )
-
-
-def _encode_token(customer_id: str, as_of: datetime, at: datetime, memory_id: str) -> str:
-    doc = {"c": customer_id, "as_of": as_of.isoformat(), "at": at.isoformat(), "id": memory_id}
-    return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode()
-
-
-def _decode_token(token: str, customer_id: str) -> tuple[datetime, tuple[datetime, str]]:
-    try:
-        doc = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if doc["c"] != customer_id:
-            raise InvalidArgument("page_token", "belongs to another customer")
-        uuid.UUID(doc["id"])
-        as_of = datetime.fromisoformat(doc["as_of"])
-        return as_of, (datetime.fromisoformat(doc["at"]), doc["id"])
-    except InvalidArgument:
-        raise
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise InvalidArgument("page_token", "is not a token this server issued") from None
