@@ -141,8 +141,9 @@ def search_sql(columns: str, *, channel_filter: bool, one_per_customer: bool) ->
 
     Candidates come from two indexes: the HNSW index on embeddings (approximate, filtered with
     pgvector's iterative index scans, see ``SEARCH_SETTINGS``) and the GIN index on lexemes
-    (any query lexeme, ranked by ``ts_rank_cd``). The union is scored with the same weighted
-    parts as recall, normalised over the candidates; there is no conversation context part.
+    (memories holding every query lexeme, ranked by ``ts_rank_cd``). The union is scored with
+    the same weighted parts as recall, normalised over the candidates; there is no conversation
+    context part.
     Parameters: tenant, as_of, channels, after, before, query, query_text, candidates, top_k
     and the weights.
     """
@@ -159,9 +160,12 @@ def search_sql(columns: str, *, channel_filter: bool, one_per_customer: bool) ->
         f"'{TEXT_SEARCH_CONFIG}', %(query_text)s))) terms)"
         f", near AS (SELECT memory_id FROM memories WHERE {filters}"
         " ORDER BY embedding <=> %(query)s LIMIT %(candidates)s)"
-        f", lexical AS (SELECT memory_id FROM memories, probe WHERE {filters}"
-        " AND lexemes @@ probe.q ORDER BY ts_rank_cd(lexemes, probe.q) DESC"
-        " LIMIT %(candidates)s)"
+        # Lexical candidates need every query lexeme (AND): an any-lexeme probe matched half
+        # of a 1M-memory tenant for a long query (seconds). Scoring below still uses any-lexeme.
+        f", lexical AS (SELECT memory_id FROM memories WHERE {filters}"
+        f" AND lexemes @@ plainto_tsquery('{TEXT_SEARCH_CONFIG}', %(query_text)s)"
+        f" ORDER BY ts_rank_cd(lexemes, plainto_tsquery('{TEXT_SEARCH_CONFIG}',"
+        " %(query_text)s)) DESC LIMIT %(candidates)s)"
         ", candidates AS (SELECT memory_id FROM near UNION SELECT memory_id FROM lexical)"
         ", signals AS (SELECT m.memory_id, m.customer_id,"
         " coalesce(m.near_duplicate_of, m.memory_id) AS cluster,"
