@@ -58,7 +58,7 @@ def synthetic() -> dict[str, Any]:
                 "img_url": ["http://example.invalid/dog.jpg"],
             },
         ],
-        "session_2_date_time": "1:56 pm on 8 May, 2023",
+        "session_2_date_time": "3:41 pm on 6 May, 2022",
         "session_2": [
             {"speaker": "Ana", "dia_id": "D2:1", "text": "I started a pottery class."},
             {"speaker": "Ben", "dia_id": "D2:2", "text": "  Nice, what did you make?  "},
@@ -82,10 +82,10 @@ def synthetic() -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("1:56 pm on 8 May, 2023", datetime(2023, 5, 8, 13, 56, tzinfo=UTC)),
-        ("12:09 am on 13 September, 2023", datetime(2023, 9, 13, 0, 9, tzinfo=UTC)),
+        ("3:41 pm on 6 May, 2022", datetime(2022, 5, 6, 15, 41, tzinfo=UTC)),
+        ("12:07 am on 14 September, 2022", datetime(2022, 9, 14, 0, 7, tzinfo=UTC)),
         ("12:30 pm on 1 January, 2024", datetime(2024, 1, 1, 12, 30, tzinfo=UTC)),
-        ("10:37 am on 27 June, 2023", datetime(2023, 6, 27, 10, 37, tzinfo=UTC)),
+        ("10:22 am on 25 June, 2022", datetime(2022, 6, 25, 10, 22, tzinfo=UTC)),
         ("9:05 PM on 2 Dec, 2022", datetime(2022, 12, 2, 21, 5, tzinfo=UTC)),
     ],
 )
@@ -95,7 +95,7 @@ def test_parse_session_datetime(text: str, expected: datetime) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "yesterday", "13:00 pm on 8 May, 2023", "1:56 pm on 31 February, 2023", "1:56 on 8 May"],
+    ["", "yesterday", "13:00 pm on 6 May, 2022", "3:41 pm on 31 February, 2022", "3:41 on 6 May"],
 )
 def test_parse_session_datetime_rejects(text: str) -> None:
     with pytest.raises(ValueError):
@@ -118,7 +118,7 @@ def test_format_turn_text() -> None:
 def test_load_conversation_orders_sessions_and_turns() -> None:
     conv = load_conversation("7", synthetic())
     assert [t.dia_id for t in conv.turns] == ["D2:1", "D2:2", "D2:3", "D10:1", "D10:2"]
-    start = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
+    start = datetime(2022, 5, 6, 15, 41, tzinfo=UTC)
     assert [t.occurred_at for t in conv.turns[:3]] == [
         start + timedelta(seconds=i) for i in range(3)
     ]
@@ -198,28 +198,28 @@ def test_load_conversations_numeric_order(tmp_path: Path) -> None:
 
 
 def test_canonical_dia_id() -> None:
-    assert canonical_dia_id("D8:6") == "D8:6"
-    assert canonical_dia_id("D:11:26") == "D11:26"
+    assert canonical_dia_id("D2:4") == "D2:4"
+    assert canonical_dia_id("D:7:12") == "D7:12"
     assert canonical_dia_id(" d 03 : 07 ") == "D3:7"
-    for bad in ("D", "D8", "8:6", "D8:6:1", "session 8 turn 6", ""):
+    for bad in ("D", "D2", "2:4", "D2:4:1", "session 2 turn 4", ""):
         assert canonical_dia_id(bad) is None
 
 
 def test_normalise_evidence() -> None:
-    known = {"D1:1", "D1:2", "D8:6", "D9:17", "D11:26"}
-    ev = normalise_evidence(["D1:1", "D8:6; D9:17", "D:11:26", "D10:19", "D", "D1:1"], known)
+    known = {"D1:1", "D1:2", "D2:4", "D3:1", "D7:12"}
+    ev = normalise_evidence(["D1:1", "D2:4; D3:1", "D:7:12", "D6:19", "D", "D1:1"], known)
     outcomes = [(r.raw, r.canonical, r.outcome) for r in ev.refs]
     assert outcomes == [
         ("D1:1", "D1:1", EXACT),
-        ("D8:6; D9:17", "D8:6", NORMALISED),
-        ("D8:6; D9:17", "D9:17", NORMALISED),
-        ("D:11:26", "D11:26", NORMALISED),
-        ("D10:19", "D10:19", NO_SUCH_TURN),
+        ("D2:4; D3:1", "D2:4", NORMALISED),
+        ("D2:4; D3:1", "D3:1", NORMALISED),
+        ("D:7:12", "D7:12", NORMALISED),
+        ("D6:19", "D6:19", NO_SUCH_TURN),
         ("D", None, MALFORMED),
         ("D1:1", "D1:1", EXACT),
     ]
-    assert ev.turn_ids == ("D1:1", "D8:6", "D9:17", "D11:26")
-    assert [r.raw for r in ev.unresolved] == ["D10:19", "D"]
+    assert ev.turn_ids == ("D1:1", "D2:4", "D3:1", "D7:12")
+    assert [r.raw for r in ev.unresolved] == ["D6:19", "D"]
 
 
 def test_normalise_evidence_whitespace_lists_and_odd_entries() -> None:

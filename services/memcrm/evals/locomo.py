@@ -3,7 +3,7 @@
 LoCoMo (Maharana et al., ACL 2024) files hold ``speaker_a``/``speaker_b``, sessions
 ``session_N`` (lists of turns with ``speaker``, ``dia_id`` ``"D<session>:<turn>"``, ``text`` and an
 optional ``blip_caption`` for a shared photo), each session's start ``session_N_date_time``
-(``"1:56 pm on 8 May, 2023"``) and ``qa``: questions whose ``evidence`` lists the ``dia_id``
+(e.g. ``"9:05 am on 3 June, 2021"``) and ``qa``: questions whose ``evidence`` lists the ``dia_id``
 of the turns that answer them.
 
 Everything here is pure: no I/O beyond reading the JSON files, no network, no models.
@@ -59,7 +59,7 @@ _DIA_ID = re.compile(r"^D\s*:?\s*(\d+)\s*:\s*(\d+)$", re.IGNORECASE)
 
 
 def parse_session_datetime(value: str) -> datetime:
-    """``"1:56 pm on 8 May, 2023"`` -> 2023-05-08 13:56 UTC (the data carries no time zone).
+    """``"3:41 pm on 6 May, 2022"`` -> 2022-05-06 15:41 UTC (the data carries no time zone).
 
     12-hour clock: ``12:09 am`` is 00:09 and ``12:30 pm`` is 12:30. Full or three-letter
     English month names, any case. Anything else raises ValueError naming the value.
@@ -89,7 +89,7 @@ def format_turn_text(speaker: str, text: str, blip_caption: str | None = None) -
 
 
 def canonical_dia_id(piece: str) -> str | None:
-    """``"D8:6"`` as is; unambiguous variants (``"D:11:26"``, ``"d 3 : 07"``) rewritten to
+    """``"D2:4"`` as is; unambiguous variants (``"D:7:12"``, ``"d 3 : 07"``) rewritten to
     ``"D<session>:<turn>"`` with plain integers; None for anything else."""
     m = _DIA_ID.match(piece.strip())
     if m is None:
@@ -134,7 +134,7 @@ class Evidence:
 def normalise_evidence(entries: Sequence[object], known: Collection[str]) -> Evidence:
     """Resolve a question's ``evidence`` list against the conversation's ``dia_id`` set.
 
-    An entry may hold several ids separated by ``;`` or ``,`` (``"D8:6; D9:17"``) or by
+    An entry may hold several ids separated by ``;`` or ``,`` (``"D2:4; D3:1"``) or by
     whitespace when every part is an id; each id is made canonical (``canonical_dia_id``). An
     id whose turn does not exist (``NO_SUCH_TURN``) or text that is no id (``MALFORMED``) is
     kept as a reference with that outcome, never guessed at and never silently dropped.
