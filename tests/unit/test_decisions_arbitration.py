@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from memcrm.core.errors import InvalidArgument
-from memcrm.core.types import Channel
+from memcrm.core.types import Channel, Outcome
 from memcrm.decisions.arbitration import (
     Arbitration,
     CustomerHistory,
@@ -19,7 +19,7 @@ from memcrm.decisions.arbitration import (
     Ranked,
     arbitrate,
 )
-from memcrm.decisions.contact import Consent, ContactEvent, Outcome, OutcomeEvent
+from memcrm.decisions.contact import Consent, ContactEvent, OutcomeEvent
 from memcrm.decisions.policy import (
     DecisionContext,
     Event,

@@ -7,12 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from memcrm.core.types import Channel, Interaction
+from memcrm.core.types import Channel, Interaction, Outcome
 from memcrm.decisions.contact import (
     UNKNOWN_CONSENT,
     ContactCap,
     ContactEvent,
-    Outcome,
     OutcomeEvent,
     Suppression,
     check_cap,

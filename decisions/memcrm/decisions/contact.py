@@ -36,23 +36,13 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Final, Literal
 
-from memcrm.core.types import Channel, Interaction
+from memcrm.core.types import Channel, Interaction, Outcome
 from memcrm.decisions.policy import channel_name, format_duration, parse_bool
 
 CONSENT_MARKETING: Final = "consent.marketing"
 ConsentMode = Literal["opt_out", "opt_in"]
-
-
-class Outcome(StrEnum):
-    """What became of a recommended action (RecordOutcome)."""
-
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"
-    CONVERTED = "converted"
-    NO_RESPONSE = "no_response"
 
 
 @dataclass(frozen=True, slots=True)
