@@ -52,6 +52,28 @@ class RecallWeights:
 VISIBLE = "recorded_at <= %(as_of)s AND (superseded_at IS NULL OR superseded_at > %(as_of)s)"
 
 
+def _importance(alias: str) -> str:
+    """The importance interpretation gave a memory, clamped to 0..1 (0 when missing)."""
+    return f"least(greatest(coalesce(({alias}enrichment->>'importance')::float8, 0), 0), 1)"
+
+
+def _recency(alias: str) -> str:
+    """``0.5 ** (age_days / half_life_days)`` at ``%(as_of)s``; 1 for future memories."""
+    return (
+        f"power(0.5, greatest(extract(epoch FROM %(as_of)s - {alias}occurred_at)::float8, 0)"
+        " / 86400.0 / %(half_life)s)"
+    )
+
+
+def _min_max(column: str, weight: str) -> str:
+    """``weight`` times ``column`` min-max scaled over the candidate rows (0 when constant)."""
+    return (
+        f"CASE WHEN max({column}) OVER () > min({column}) OVER ()"
+        f" THEN {weight} * ({column} - min({column}) OVER ())"
+        f" / (max({column}) OVER () - min({column}) OVER ()) ELSE 0.0 END"
+    )
+
+
 def recall_sql(columns: str, *, with_query: bool, channel_filter: bool) -> str:
     """The hybrid recall statement; parameters: tenant, customer, as_of, channels, top_k,
     query (vector), query_text, and the weights (``weight_params``).
@@ -86,19 +108,15 @@ def recall_sql(columns: str, *, with_query: bool, channel_filter: bool) -> str:
         " coalesce(near_duplicate_of, memory_id) AS cluster,"
         " CASE WHEN thread_id <> '' THEN 't:' || thread_id ELSE 'c:' || channel END"
         " AS conversation,"
-        " least(greatest(coalesce((enrichment->>'importance')::float8, 0), 0), 1)"
-        f" AS importance_raw, {cosine} AS cosine FROM memories"
+        f" {_importance('')} AS importance_raw, {cosine} AS cosine FROM memories"
         f" WHERE tenant_id = %(tenant)s AND customer_id = %(customer)s AND {VISIBLE} {channels})"
         f"{lexical_ctes}"
         ", parts AS (SELECT v.memory_id, v.occurred_at, v.cluster, v.conversation,"
-        " CASE WHEN max(v.cosine) OVER () > min(v.cosine) OVER ()"
-        " THEN %(w_semantic)s * (v.cosine - min(v.cosine) OVER ())"
-        " / (max(v.cosine) OVER () - min(v.cosine) OVER ()) ELSE 0.0 END AS p_semantic,"
+        f" {_min_max('v.cosine', '%(w_semantic)s')} AS p_semantic,"
         " CASE WHEN max(coalesce(b.bm25, 0)) OVER () > 0"
         " THEN %(w_lexical)s * coalesce(b.bm25, 0) / max(coalesce(b.bm25, 0)) OVER ()"
         " ELSE 0.0 END AS p_lexical,"
-        " %(w_recency)s * power(0.5, greatest(extract(epoch FROM %(as_of)s - v.occurred_at)"
-        "::float8, 0) / 86400.0 / %(half_life)s) AS p_recency,"
+        f" %(w_recency)s * {_recency('v.')} AS p_recency,"
         " %(w_importance)s * v.importance_raw AS p_importance"
         " FROM visible v LEFT JOIN bm25 b USING (memory_id))"
         ", neighbours AS (SELECT *,"
@@ -171,16 +189,11 @@ def search_sql(columns: str, *, channel_filter: bool, one_per_customer: bool) ->
         " coalesce(m.near_duplicate_of, m.memory_id) AS cluster,"
         " 1 - (m.embedding <=> %(query)s) AS cosine,"
         " ts_rank_cd(m.lexemes, probe.q)::float8 AS rank,"
-        " power(0.5, greatest(extract(epoch FROM %(as_of)s - m.occurred_at)::float8, 0)"
-        " / 86400.0 / %(half_life)s) AS recency_raw,"
-        " least(greatest(coalesce((m.enrichment->>'importance')::float8, 0), 0), 1)"
-        " AS importance_raw"
+        f" {_recency('m.')} AS recency_raw, {_importance('m.')} AS importance_raw"
         " FROM candidates c JOIN memories m ON m.tenant_id = %(tenant)s"
         " AND m.memory_id = c.memory_id CROSS JOIN probe)"
         ", parts AS (SELECT memory_id, customer_id, cluster,"
-        " CASE WHEN max(cosine) OVER () > min(cosine) OVER ()"
-        " THEN %(w_semantic)s * (cosine - min(cosine) OVER ())"
-        " / (max(cosine) OVER () - min(cosine) OVER ()) ELSE 0.0 END AS p_semantic,"
+        f" {_min_max('cosine', '%(w_semantic)s')} AS p_semantic,"
         " CASE WHEN max(rank) OVER () > 0 THEN %(w_lexical)s * rank / max(rank) OVER ()"
         " ELSE 0.0 END AS p_lexical,"
         " %(w_recency)s * recency_raw AS p_recency,"
