@@ -154,6 +154,49 @@ def test_near_duplicates_across_channels_are_linked_and_recalled_once(
     assert sorted(ids(found)) in (["e1", "o1"], ["o1", "t1"])
 
 
+def test_one_batch_is_stored_as_if_one_item_at_a_time(
+    ingestor: Ingestor, reader: MemoryReader, store: MemoryStore, tenant: str
+) -> None:
+    suitcase = "My suitcase never arrived in Boston and nobody answers the phone."
+    email = said("e1", suitcase, T0)
+    ticket = said("t1", suitcase + "!!", T0 + timedelta(hours=1), channel=Channel.TICKET)
+    chat = said("c1", suitcase + " Help!", T0 + timedelta(hours=2), channel=Channel.CHAT)
+    fixed = said("e1", "Can I bring my guitar on board as hand luggage?", T0)
+    again = said("e1", "Can I bring my guitar on board as hand luggage?", T0)
+    out = ingestor.ingest(tenant, [email, ticket, chat, fixed, again], TRACE)
+
+    assert [(o.interaction_id, o.duplicate) for o in out] == [
+        ("e1", False),
+        ("t1", False),
+        ("c1", False),
+        ("e1", False),
+        ("e1", True),
+    ]
+    assert out[4].memory_id == out[3].memory_id
+    now = datetime.now(UTC)
+    versions = {m.memory_id: m for m in store.customer_memories(tenant, "alice", as_of=now)}
+    # Paraphrases stored in one call join the first one's cluster, as they would one by one.
+    assert versions[out[1].memory_id].near_duplicate_of == out[0].memory_id
+    assert versions[out[2].memory_id].near_duplicate_of == out[0].memory_id
+    # e1 was corrected in the same call: version 2 replaced version 1.
+    timeline = {m.interaction.interaction_id: m for m in reader.timeline(tenant, "alice").memories}
+    assert timeline["e1"].version == 2
+    assert timeline["e1"].memory_id == out[3].memory_id
+
+
+def test_a_match_replaced_earlier_in_the_batch_is_not_a_near_duplicate(
+    ingestor: Ingestor, reader: MemoryReader, tenant: str
+) -> None:
+    suitcase = "My suitcase never arrived in Boston and nobody answers the phone."
+    ingestor.ingest(tenant, [said("e1", suitcase, T0)], TRACE)
+    fixed = said("e1", "Can I bring my guitar on board as hand luggage?", T0)
+    ticket = said("t1", suitcase + "!!", T0 + timedelta(hours=1), channel=Channel.TICKET)
+    ingestor.ingest(tenant, [fixed, ticket], TRACE)
+    timeline = {m.interaction.interaction_id: m for m in reader.timeline(tenant, "alice").memories}
+    assert timeline["e1"].version == 2
+    assert timeline["t1"].near_duplicate_of == ""
+
+
 def test_a_reply_is_lifted_by_the_turn_it_answers(
     ingestor: Ingestor, reader: MemoryReader, tenant: str
 ) -> None:

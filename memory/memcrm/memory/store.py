@@ -73,6 +73,16 @@ class NewMemory:
 
 
 @dataclass(frozen=True)
+class _Latest:
+    """The newest version of an interaction, as ingestion needs it."""
+
+    memory_id: str
+    version: int
+    content_sha256: bytes
+    enrichment: Enrichment
+
+
+@dataclass(frozen=True)
 class Stored:
     interaction_id: str
     memory_id: str
@@ -126,60 +136,113 @@ class MemoryStore:
             raise StoreUnavailable(f"PostgreSQL unavailable: {exc.__class__.__name__}") from None
 
     def ingest(self, tenant_id: str, items: Sequence[NewMemory]) -> list[Stored]:
-        """Store every item in one transaction (all or nothing); answers in input order."""
-        results: list[Stored] = []
-        with self._conn() as conn, conn.transaction():
-            for item in items:
-                results.append(self._ingest_one(conn, tenant_id, item))
-        return results
+        """Store every item in one transaction (all or nothing); answers in input order.
 
-    def _ingest_one(
-        self, conn: psycopg.Connection[dict[str, Any]], tenant_id: str, item: NewMemory
-    ) -> Stored:
-        it = item.interaction
-        # Serialises concurrent ingestion of the same interaction_id until commit.
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            (f"{len(tenant_id)}:{tenant_id}:{it.interaction_id}",),
-        )
-        latest = conn.execute(
-            "SELECT memory_id, version, content_sha256, enrichment FROM memories"
-            " WHERE tenant_id = %s AND interaction_id = %s ORDER BY version DESC LIMIT 1",
-            (tenant_id, it.interaction_id),
-        ).fetchone()
-        if latest is not None and bytes(latest["content_sha256"]) == item.content_sha256:
-            return Stored(
-                it.interaction_id,
-                str(latest["memory_id"]),
-                int(latest["version"]),
-                True,
-                item.content_sha256,
-                enrichment_from_json(latest["enrichment"]),
+        A constant number of statements per call, whatever its size: the interactions'
+        advisory locks (taken in one global order, so concurrent batches cannot deadlock),
+        their latest versions, the near-duplicate candidates, the inserts and the supersessions.
+        Items are still decided one after another, as if stored one at a time: a repeat of an
+        interaction inside the batch sees the version stored before it.
+        """
+        if not items:
+            return []
+        with self._conn() as conn, conn.transaction():
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(k) FROM"
+                " (SELECT DISTINCT hashtextextended(x, 0) AS k FROM unnest(%s::text[]) AS x"
+                "  ORDER BY k) AS keys",
+                ([f"{len(tenant_id)}:{tenant_id}:{i.interaction.interaction_id}" for i in items],),
             )
-        version = 1 if latest is None else int(latest["version"]) + 1
-        memory_id = uuid.uuid4()
-        cluster, similarity = self._near_duplicate(conn, tenant_id, item)
-        row = conn.execute(
-            "INSERT INTO memories (tenant_id, memory_id, interaction_id, version, customer_id,"
-            " channel, direction, occurred_at, text, subject, actor_id, thread_id, attributes,"
-            " content_sha256, enrichment, embedding, trace_id, span_id, near_duplicate_of,"
-            " near_duplicate_similarity) VALUES"
-            " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " RETURNING recorded_at",
+            latest: dict[str, _Latest] = {
+                str(row["interaction_id"]): _Latest(
+                    str(row["memory_id"]),
+                    int(row["version"]),
+                    bytes(row["content_sha256"]),
+                    enrichment_from_json(row["enrichment"]),
+                )
+                for row in conn.execute(
+                    "SELECT DISTINCT ON (interaction_id) interaction_id, memory_id, version,"
+                    " content_sha256, enrichment FROM memories"
+                    " WHERE tenant_id = %s AND interaction_id = ANY(%s)"
+                    " ORDER BY interaction_id, version DESC",
+                    (tenant_id, sorted({i.interaction.interaction_id for i in items})),
+                )
+            }
+            results: list[Stored] = []
+            new: list[tuple[NewMemory, uuid.UUID, int, str | None]] = []  # + superseded id
+            for item in items:
+                it = item.interaction
+                known = latest.get(it.interaction_id)
+                if known is not None and known.content_sha256 == item.content_sha256:
+                    results.append(
+                        Stored(
+                            it.interaction_id,
+                            known.memory_id,
+                            known.version,
+                            True,
+                            item.content_sha256,
+                            known.enrichment,
+                        )
+                    )
+                    continue
+                memory_id = uuid.uuid4()
+                version = 1 if known is None else known.version + 1
+                new.append((item, memory_id, version, known.memory_id if known else None))
+                latest[it.interaction_id] = _Latest(
+                    str(memory_id), version, item.content_sha256, item.enrichment
+                )
+                results.append(
+                    Stored(it.interaction_id, str(memory_id), version, False, b"", item.enrichment)
+                )
+            clusters = self._near_duplicates(conn, tenant_id, new)
+            recorded = self._insert(conn, tenant_id, new, clusters)
+        by_id = {str(m): (r, c) for (_, m, _, _), r, c in zip(new, recorded, clusters, strict=True)}
+        out: list[Stored] = []
+        for item, result in zip(items, results, strict=True):
+            if result.duplicate:
+                out.append(result)
+                continue
+            recorded_at, (cluster, _) = by_id[result.memory_id]
+            out.append(
+                Stored(
+                    result.interaction_id,
+                    result.memory_id,
+                    result.version,
+                    False,
+                    item.content_sha256,
+                    item.enrichment,
+                    recorded_at=recorded_at,
+                    near_duplicate_of=str(cluster) if cluster is not None else "",
+                )
+            )
+        return out
+
+    def _insert(
+        self,
+        conn: psycopg.Connection[dict[str, Any]],
+        tenant_id: str,
+        new: Sequence[tuple[NewMemory, uuid.UUID, int, str | None]],
+        clusters: Sequence[tuple[uuid.UUID | None, float | None]],
+    ) -> list[datetime]:
+        """Insert the new versions (one pipelined statement), then mark the versions they
+        replace as superseded at the new one's ``recorded_at``; returns the ``recorded_at``s."""
+        if not new:
+            return []
+        rows = [
             (
                 tenant_id,
                 memory_id,
-                it.interaction_id,
+                item.interaction.interaction_id,
                 version,
-                it.customer_id,
-                int(it.channel),
-                int(it.direction),
-                it.occurred_at,
-                it.text,
-                it.subject,
-                it.actor_id,
-                it.thread_id,
-                Jsonb(dict(it.attributes)),
+                item.interaction.customer_id,
+                int(item.interaction.channel),
+                int(item.interaction.direction),
+                item.interaction.occurred_at,
+                item.interaction.text,
+                item.interaction.subject,
+                item.interaction.actor_id,
+                item.interaction.thread_id,
+                Jsonb(dict(item.interaction.attributes)),
                 item.content_sha256,
                 Jsonb(enrichment_to_json(item.enrichment)),
                 item.embedding,
@@ -187,43 +250,135 @@ class MemoryStore:
                 item.trace.span_id,
                 cluster,
                 similarity,
-            ),
-        ).fetchone()
-        if latest is not None and row is not None:
-            # The previous version stays visible to as_of queries before this moment.
-            conn.execute(
-                "UPDATE memories SET superseded_at = %s"
-                " WHERE tenant_id = %s AND memory_id = %s AND superseded_at IS NULL",
-                (row["recorded_at"], tenant_id, latest["memory_id"]),
             )
-        return Stored(
-            it.interaction_id,
-            str(memory_id),
-            version,
-            False,
-            item.content_sha256,
-            item.enrichment,
-            recorded_at=row["recorded_at"] if row is not None else None,
-            near_duplicate_of=str(cluster) if cluster is not None else "",
-        )
+            for (item, memory_id, version, _), (cluster, similarity) in zip(
+                new, clusters, strict=True
+            )
+        ]
+        recorded: list[datetime] = []
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO memories (tenant_id, memory_id, interaction_id, version, customer_id,"
+                " channel, direction, occurred_at, text, subject, actor_id, thread_id, attributes,"
+                " content_sha256, enrichment, embedding, trace_id, span_id, near_duplicate_of,"
+                " near_duplicate_similarity) VALUES"
+                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " RETURNING recorded_at",
+                rows,
+                returning=True,
+            )
+            while True:
+                row = cur.fetchone()
+                if row is None:
+                    raise StoreUnavailable("PostgreSQL returned no recorded_at for an insert")
+                recorded.append(row["recorded_at"])
+                if not cur.nextset():
+                    break
+            supersessions = [
+                (at, tenant_id, uuid.UUID(previous))
+                for (_, _, _, previous), at in zip(new, recorded, strict=True)
+                if previous is not None
+            ]
+            if supersessions:
+                # The previous version stays visible to as_of queries before this moment.
+                cur.executemany(
+                    "UPDATE memories SET superseded_at = %s"
+                    " WHERE tenant_id = %s AND memory_id = %s AND superseded_at IS NULL",
+                    supersessions,
+                )
+        return recorded
 
-    def _near_duplicate(
-        self, conn: psycopg.Connection[dict[str, Any]], tenant_id: str, item: NewMemory
-    ) -> tuple[uuid.UUID | None, float | None]:
-        """The cluster of the customer's most similar current memory of another interaction in
-        the same direction from the same actor, when it is at least
-        ``near_duplicate_threshold`` similar, on any channel."""
+    def _near_duplicates(
+        self,
+        conn: psycopg.Connection[dict[str, Any]],
+        tenant_id: str,
+        new: Sequence[tuple[NewMemory, uuid.UUID, int, str | None]],
+    ) -> list[tuple[uuid.UUID | None, float | None]]:
+        """For each new version: the cluster of the customer's most similar current memory of
+        another interaction in the same direction from the same actor, when it is at least
+        ``near_duplicate_threshold`` similar, on any channel; else (None, None).
+
+        Candidates are the memories stored before this call (one statement, exact over each
+        customer's memories) and the new versions before it in ``new``, which count as
+        stored already, exactly as if the batch were stored one item at a time.
+        """
+        if not new:
+            return []
+        its = [item.interaction for item, _, _, _ in new]
+        stored = {
+            int(row["ord"]): row
+            for row in conn.execute(
+                # Ordering by an expression (not the bare distance) keeps the tenant-wide HNSW
+                # index, which would filter after an approximate search, out of it.
+                "SELECT q.ord, best.memory_id, best.cluster, best.similarity"
+                " FROM unnest(%(ord)s::int[], %(customer)s::text[], %(direction)s::smallint[],"
+                " %(actor)s::text[], %(interaction)s::text[], %(embedding)s::vector[])"
+                " AS q(ord, customer, direction, actor, interaction, embedding)"
+                " CROSS JOIN LATERAL (SELECT m.memory_id,"
+                " coalesce(m.near_duplicate_of, m.memory_id) AS cluster,"
+                " 1 - (m.embedding <=> q.embedding) AS similarity FROM memories m"
+                " WHERE m.tenant_id = %(tenant)s AND m.customer_id = q.customer"
+                " AND m.direction = q.direction AND m.actor_id = q.actor"
+                " AND m.superseded_at IS NULL AND m.interaction_id <> q.interaction"
+                " ORDER BY 1 - (m.embedding <=> q.embedding) DESC LIMIT 1) AS best",
+                {
+                    "ord": list(range(len(new))),
+                    "customer": [it.customer_id for it in its],
+                    "direction": [int(it.direction) for it in its],
+                    "actor": [it.actor_id for it in its],
+                    "interaction": [it.interaction_id for it in its],
+                    "embedding": [item.embedding for item, _, _, _ in new],
+                    "tenant": tenant_id,
+                },
+            )
+        }
+        superseded = {uuid.UUID(prev) for _, _, _, prev in new if prev is not None}
+        threshold = self.near_duplicate_threshold
+        out: list[tuple[uuid.UUID | None, float | None]] = []
+        current: dict[str, int] = {}  # interaction id -> its newest version's index in ``new``
+        for i, (item, _, _, _) in enumerate(new):
+            it = item.interaction
+            best: tuple[uuid.UUID | None, float] = (None, -1.0)
+            row = stored.get(i)
+            if row is not None:
+                if row["memory_id"] in superseded:
+                    # Its best stored match was replaced earlier in this batch: ask again,
+                    # now that the replacement is visible.
+                    best = self._near_duplicate_one(conn, tenant_id, item, superseded)
+                else:
+                    best = (row["cluster"], float(row["similarity"]))
+            for j in current.values():
+                other, other_id, _, _ = new[j]
+                o = other.interaction
+                if (
+                    o.interaction_id == it.interaction_id
+                    or o.customer_id != it.customer_id
+                    or o.direction != it.direction
+                    or o.actor_id != it.actor_id
+                ):
+                    continue
+                similarity = float(np.dot(item.embedding, other.embedding))
+                if similarity > best[1]:
+                    best = (out[j][0] or other_id, similarity)
+            out.append(best if best[0] is not None and best[1] >= threshold else (None, None))
+            current[it.interaction_id] = i
+        return out
+
+    def _near_duplicate_one(
+        self,
+        conn: psycopg.Connection[dict[str, Any]],
+        tenant_id: str,
+        item: NewMemory,
+        excluded: set[uuid.UUID],
+    ) -> tuple[uuid.UUID | None, float]:
+        """``_near_duplicates`` for one item, leaving out memories superseded meanwhile."""
         it = item.interaction
         row = conn.execute(
-            # Exact over the customer's memories (MATERIALIZED keeps the tenant-wide HNSW
-            # index, which would filter after an approximate search, out of it).
-            "WITH mine AS MATERIALIZED (SELECT memory_id, near_duplicate_of, embedding"
-            " FROM memories WHERE tenant_id = %(t)s AND customer_id = %(c)s"
-            " AND direction = %(d)s AND actor_id = %(a)s"
-            " AND superseded_at IS NULL AND interaction_id <> %(i)s)"
-            " SELECT coalesce(near_duplicate_of, memory_id) AS cluster,"
-            " 1 - (embedding <=> %(e)s) AS similarity FROM mine"
-            " ORDER BY embedding <=> %(e)s LIMIT 1",
+            "SELECT coalesce(near_duplicate_of, memory_id) AS cluster,"
+            " 1 - (embedding <=> %(e)s) AS similarity FROM memories"
+            " WHERE tenant_id = %(t)s AND customer_id = %(c)s AND direction = %(d)s"
+            " AND actor_id = %(a)s AND superseded_at IS NULL AND interaction_id <> %(i)s"
+            " AND memory_id <> ALL(%(x)s) ORDER BY 1 - (embedding <=> %(e)s) DESC LIMIT 1",
             {
                 "e": item.embedding,
                 "t": tenant_id,
@@ -231,10 +386,11 @@ class MemoryStore:
                 "d": int(it.direction),
                 "a": it.actor_id,
                 "i": it.interaction_id,
+                "x": sorted(excluded),
             },
         ).fetchone()
-        if row is None or float(row["similarity"]) < self.near_duplicate_threshold:
-            return None, None
+        if row is None:
+            return None, -1.0
         return row["cluster"], float(row["similarity"])
 
     def recall(
@@ -355,6 +511,24 @@ class MemoryStore:
         with self._conn() as conn:
             rows = conn.execute(sql.encode(), params).fetchall()
         return [_memory(row) for row in rows]
+
+    def customers_memories(
+        self, tenant_id: str, customer_ids: Sequence[str], *, as_of: datetime
+    ) -> dict[str, list[Memory]]:
+        """``customer_memories`` for several customers in one query."""
+        sql = (
+            f"SELECT {_COLUMNS} FROM memories"
+            f" WHERE tenant_id = %(tenant)s AND customer_id = ANY(%(customers)s) AND {VISIBLE}"
+            " ORDER BY customer_id, occurred_at, memory_id"
+        )
+        params = {"tenant": tenant_id, "customers": list(customer_ids), "as_of": as_of}
+        with self._conn() as conn:
+            rows = conn.execute(sql.encode(), params).fetchall()
+        out: dict[str, list[Memory]] = {}
+        for row in rows:
+            memory = _memory(row)
+            out.setdefault(memory.interaction.customer_id, []).append(memory)
+        return out
 
     def count(self, tenant_id: str) -> int:
         with self._conn() as conn:
