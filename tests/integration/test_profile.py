@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -50,6 +50,12 @@ class CountingStore(MemoryStore):
     ) -> list[Memory]:
         self.reads += 1
         return super().customer_memories(tenant_id, customer_id, as_of=as_of)
+
+    def customers_memories(
+        self, tenant_id: str, customer_ids: Sequence[str], *, as_of: datetime
+    ) -> dict[str, list[Memory]]:
+        self.reads += 1
+        return super().customers_memories(tenant_id, customer_ids, as_of=as_of)
 
 
 @pytest.fixture(scope="module")
@@ -321,6 +327,20 @@ class SlowHot(HotState):
 
         return super().update_profile(tenant_id, customer_id, slowly)
 
+    def profiles(self, tenant_id: str, customer_ids: Sequence[str]) -> list[str | None] | None:
+        read = super().profiles(tenant_id, customer_ids)
+        time.sleep(0.02)  # another writer may swap the entry before this one does
+        return read
+
+    def swap_profiles(
+        self, tenant_id: str, swaps: Mapping[str, tuple[str | None, str]]
+    ) -> set[str] | None:
+        contended = super().swap_profiles(tenant_id, swaps)
+        self.contended += len(contended or ())
+        return contended
+
+    contended = 0
+
 
 def test_concurrent_ingestions_for_one_customer_lose_no_update(
     store: CountingStore,
@@ -368,6 +388,7 @@ def test_concurrent_ingestions_for_one_customer_lose_no_update(
         t.join()
     slow.close()
     assert failures == []
+    assert slow.contended > 0, "the race this test is about did not happen"
 
     raw = rds.get(key(tenant))
     if raw is None:  # allowed only when an update lost every race and dropped the entry

@@ -8,8 +8,9 @@ costs speed, never correctness: every miss or error falls back to PostgreSQL.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -31,6 +32,26 @@ return 1
 """
 
 
+# Compare-and-set of many profile entries at once: KEYS[i] is set to ARGV[2i] when its current
+# value's sha1 is ARGV[2i-1] ('' for "absent"); returns 1/0 per key. ARGV[#ARGV] is the TTL.
+_SWAP_IF_UNCHANGED = """
+local ttl = ARGV[#ARGV]
+local out = {}
+for i, key in ipairs(KEYS) do
+  local cur = redis.call('GET', key)
+  local ok
+  if cur then ok = redis.sha1hex(cur) == ARGV[2 * i - 1] else ok = ARGV[2 * i - 1] == '' end
+  if ok then
+    redis.call('SET', key, ARGV[2 * i], 'EX', ttl)
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+
+
 @dataclass(frozen=True)
 class KnownVersion:
     memory_id: str
@@ -43,6 +64,7 @@ class HotState:
     def __init__(self, url: str) -> None:
         self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._set_if_newer = self._redis.register_script(_SET_IF_NEWER)
+        self._swap_if_unchanged = self._redis.register_script(_SWAP_IF_UNCHANGED)
 
     def close(self) -> None:
         self._redis.close()
@@ -102,6 +124,41 @@ class HotState:
             log.warning("memcrm.hot: Redis read failed (%s); using PostgreSQL", exc)
             return None
         return _text(raw, customer_id)
+
+    def profiles(self, tenant_id: str, customer_ids: Sequence[str]) -> list[str | None] | None:
+        """The cached profile states of several customers in one round trip (None: missing);
+        None instead of the list when Redis fails."""
+        if not customer_ids:
+            return []
+        try:
+            values = self._redis.mget([self._profile_key(tenant_id, c) for c in customer_ids])
+        except redis.RedisError as exc:
+            log.warning("memcrm.hot: Redis read failed (%s); using PostgreSQL", exc)
+            return None
+        return [_text(raw, c) for c, raw in zip(customer_ids, values, strict=True)]
+
+    def swap_profiles(
+        self, tenant_id: str, swaps: Mapping[str, tuple[str | None, str]]
+    ) -> set[str] | None:
+        """Set each customer's profile state to ``new`` where it still is ``expected`` (None:
+        absent), atomically and in one round trip. Returns the customers whose entry changed
+        meanwhile (left alone: the caller retries them one by one), or None when Redis failed.
+        """
+        if not swaps:
+            return set()
+        customers = list(swaps)
+        args: list[str | int] = []
+        for customer_id in customers:
+            expected, new = swaps[customer_id]
+            args += ["" if expected is None else hashlib.sha1(expected.encode()).hexdigest(), new]
+        try:
+            done = self._swap_if_unchanged(
+                keys=[self._profile_key(tenant_id, c) for c in customers], args=[*args, _TTL_S]
+            )
+        except redis.RedisError as exc:
+            log.warning("memcrm.hot: Redis profile update failed (%s); cache stays cold", exc)
+            return None
+        return {c for c, ok in zip(customers, done, strict=True) if not ok}
 
     def update_profile(
         self, tenant_id: str, customer_id: str, update: Callable[[str | None], str | None]

@@ -673,32 +673,67 @@ class Profiles:
         """Bring cached states up to date with newly stored (non-duplicate) memories.
 
         Incremental when every new memory of a customer is a first version that comes after
-        what the cached state has folded; otherwise rebuilt from PostgreSQL. Concurrent
-        ingestions are serialised by Redis's optimistic WATCH/MULTI in ``HotState``. Never
-        raises: the memories are stored already, and a stale entry is dropped instead.
+        what the cached state has folded; otherwise (nothing cached, a correction, a memory
+        older than the state) rebuilt from PostgreSQL, in one query for the whole batch. The
+        new states are written in one compare-and-set; a customer whose entry another writer
+        changed meanwhile is redone alone under Redis's optimistic WATCH/MULTI. Never raises:
+        the memories are stored already, and a stale entry is dropped instead.
         """
         by_customer: dict[str, list[Memory]] = {}
         for memory in memories:
             by_customer.setdefault(memory.interaction.customer_id, []).append(memory)
-        for customer_id, fresh in by_customer.items():
+        customers = sorted(by_customer)
+        for fresh in by_customer.values():
             fresh.sort(key=order_key)
+        cached = self._hot.profiles(tenant_id, customers)
+        if cached is None:
+            return  # Redis is down: the next read rebuilds from PostgreSQL
+        try:
+            advanced = {
+                c: self._incremental(current, by_customer[c])
+                for c, current in zip(customers, cached, strict=True)
+            }
+            stale = [c for c, state in advanced.items() if state is None]
+            rebuilt = self._rebuild_many(tenant_id, stale)
+            swaps = {
+                c: (current, advanced[c] or dump_state(rebuilt[c]))
+                for c, current in zip(customers, cached, strict=True)
+            }
+        except Exception:
+            log.exception("memcrm.profile: cannot update cached profiles; dropping them")
+            for c in customers:
+                self._hot.forget_profile(tenant_id, c)
+            return
+        contended = self._hot.swap_profiles(tenant_id, swaps)
+        for customer_id in sorted(contended or ()):
+            fresh = by_customer[customer_id]
             advance = functools.partial(self._advance, tenant_id, customer_id, fresh)
             try:
-                reachable = self._hot.update_profile(tenant_id, customer_id, advance)
+                if not self._hot.update_profile(tenant_id, customer_id, advance):
+                    return  # Redis is down: do not wait on it for every customer of the batch
             except Exception:
                 log.exception("memcrm.profile: cannot update the cached profile; dropping it")
                 self._hot.forget_profile(tenant_id, customer_id)
-                continue
-            if not reachable:
-                return  # Redis is down: do not wait on it for every customer of the batch
+
+    @staticmethod
+    def _incremental(current: str | None, fresh: list[Memory]) -> str | None:
+        """The cached state advanced by ``fresh`` when that can be done without PostgreSQL."""
+        state = load_state(current)
+        if state is not None and all(m.version == 1 for m in fresh) and follows(state, fresh[0]):
+            return dump_state(fold_all(fresh, state))
+        return None
 
     def _advance(
         self, tenant_id: str, customer_id: str, fresh: list[Memory], current: str | None
     ) -> str:
-        state = load_state(current)
-        if state is not None and all(m.version == 1 for m in fresh) and follows(state, fresh[0]):
-            return dump_state(fold_all(fresh, state))
-        return dump_state(self.rebuild(tenant_id, customer_id))
+        return self._incremental(current, fresh) or dump_state(self.rebuild(tenant_id, customer_id))
+
+    def _rebuild_many(self, tenant_id: str, customer_ids: Sequence[str]) -> dict[str, ProfileState]:
+        """``rebuild`` (as of now) for several customers, in one query."""
+        if not customer_ids:
+            return {}
+        memories = self._store.customers_memories(tenant_id, customer_ids, as_of=_LATEST)
+        return {c: fold_all(memories.get(c, [])) for c in customer_ids}
 
 
 def _fill(value: str, current: str | None) -> str | None:
