@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from memcrm.models.enrichment import (
     ArtifactError,
     EnrichmentModel,
     default_artifact_dir,
+    split_batches,
 )
 from memcrm.models.enrichment_data import ISSUES, SENTIMENTS, banking77_labels, default_data_dir
 from memcrm.models.train_enrichment import train_intents
@@ -165,3 +167,33 @@ def test_tenant_intent_set(model: EnrichmentModel, tmp_path: Path) -> None:
     # The shipped set is still there, per call.
     shipped = tenant.run(["where is my new card?"], intent_set="banking77")
     assert shipped.intents[0][0].name in banking77_labels(default_data_dir())
+
+
+@pytest.mark.parametrize(
+    ("n", "batch_size", "workers"),
+    [(1, 16, 2), (3, 16, 2), (100, 16, 2), (100, 64, 1), (400, 16, 3), (5, 2, 4)],
+)
+def test_split_covers_every_text_once_in_order_and_feeds_every_worker(
+    n: int, batch_size: int, workers: int
+) -> None:
+    order = list(range(n))[::-1]
+    batches = split_batches(order, batch_size, workers)
+    assert [i for b in batches for i in b] == order
+    assert all(0 < len(b) <= batch_size for b in batches)
+    assert len(batches) >= min(workers, n)
+    assert max(map(len, batches)) - min(map(len, batches)) <= 1
+
+
+def test_parallel_forward_passes_give_the_same_outputs(model: EnrichmentModel) -> None:
+    threads = torch.get_num_threads()
+    try:
+        parallel = EnrichmentModel(encoder=model.encoder, workers=2)
+        texts = TEXTS * 7
+        one, two = model.run(texts), parallel.run(texts)
+        np.testing.assert_allclose(two.embeddings, one.embeddings, atol=1e-5)
+        assert [s.name for s in two.sentiment] == [s.name for s in one.sentiment]
+        assert [i[0].name for i in two.intents] == [i[0].name for i in one.intents]
+        again = parallel.run(texts)
+        assert np.array_equal(again.embeddings, two.embeddings), "deterministic"
+    finally:
+        torch.set_num_threads(threads)

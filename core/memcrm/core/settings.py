@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     gateway_replicas: int = Field(default=1, ge=1, le=64)
     ingestion_replicas: int = Field(default=1, ge=1, le=64)
     recommendation_replicas: int = Field(default=1, ge=1, le=64)
+    # Encoder passes an ingestion replica runs at once, each on one torch thread. Parallel
+    # passes keep going when another process takes a core; one pass over several intra-op
+    # threads stalls at every barrier (scripts/bench_ingest_throughput.py measures it).
+    ingestion_encoder_workers: int = Field(default=2, ge=1, le=64)
 
     db_pool_max: int = Field(default=8, ge=1, le=256)
     # Memories a decision looks at.

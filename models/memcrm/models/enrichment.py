@@ -24,6 +24,7 @@ import json
 import os
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,21 @@ ISSUE_MIN_CONFIDENCE = 0.3
 TOP_INTENTS = 3
 DEFAULT_INTENT_SET = "banking77"
 BRANCH_FILE = "enrich"
+
+
+def split_batches(order: list[int], batch_size: int, workers: int) -> list[list[int]]:
+    """Contiguous batches of ``order`` of at most ``batch_size``, as many as needed and at
+    least ``workers`` (so every worker gets one), of near-equal size."""
+    count = max(-(-len(order) // batch_size), min(workers, len(order)))
+    count = -(-count // workers) * workers if count > workers else count
+    count = min(count, len(order))
+    size, extra = divmod(len(order), count)
+    out, start = [], 0
+    for b in range(count):
+        end = start + size + (1 if b < extra else 0)
+        out.append(order[start:end])
+        start = end
+    return out
 
 
 def default_artifact_dir() -> Path:
@@ -141,14 +157,27 @@ class EnrichmentModel:
         intent_set: str = DEFAULT_INTENT_SET,
         intents_dir: Path | None = None,
         encoder: Encoder | None = None,
-        batch_size: int = 64,
+        batch_size: int = 16,
+        workers: int = 1,
     ) -> None:
+        """``batch_size`` bounds a forward pass: texts are sorted by length and cut into
+        batches, and small batches waste little on padding (on airline tweets 16 costs 20 %
+        less per text than 64). ``workers`` > 1 runs that many forward passes at once, each on
+        one torch thread (and sets torch's intra-op threads to 1 for the process). Under
+        contention this beats one pass on several intra-op threads, whose barriers stall
+        whenever any thread is descheduled; on a quiet machine the two are equal."""
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         self.artifact_dir = artifact_dir or default_artifact_dir()
         # Tenant intent sets may live elsewhere; they are looked up there first.
         self._intent_dirs = [d for d in (intents_dir, self.artifact_dir) if d is not None]
-        self.encoder = encoder or Encoder(batch_size=batch_size)
+        self.encoder = encoder or Encoder(batch_size=batch_size, threads=1 if workers > 1 else None)
+        if workers > 1:
+            torch.set_num_threads(1)
+        self._workers = workers
+        self._pool = ThreadPoolExecutor(workers, "memcrm-encoder") if workers > 1 else None
         # sentence-transformers' module indexing is loosely typed; the HF model is what runs.
         self._st: Any = self.encoder.model
         self._bert: Any = self._st[0].auto_model
@@ -223,20 +252,30 @@ class EnrichmentModel:
         pooled = torch.zeros((n, EMBEDDING_DIM))
         if n == 0:
             return embeddings, pooled
-        # Longest first, as sentence-transformers does: little padding, same vectors.
+        # Longest first, as sentence-transformers does: little padding, same vectors. Each
+        # batch is computed alone, so the vectors do not depend on how batches are scheduled.
         order = sorted(range(n), key=lambda i: -len(texts[i]))
-        with self._lock, torch.inference_mode():
-            for start in range(0, n, self._batch_size):
-                rows = order[start : start + self._batch_size]
-                batch = tokenize(self._st, [texts[i] for i in rows])
-                mask = batch["attention_mask"]
-                out = self._bert(**batch, output_hidden_states=True)
-                hidden = out.hidden_states
-                vectors = F.normalize(mean_pool(hidden[-1], mask), p=2.0, dim=1)
-                index = torch.tensor(rows)
-                embeddings[index] = vectors
-                pooled[index] = self._branch(hidden[self.trunk_layer], mask)
+        batches = split_batches(order, self._batch_size, self._workers)
+        with self._lock:
+            # The fast tokenizer is not safe to call from several threads; it is cheap.
+            tokens = [tokenize(self._st, [texts[i] for i in rows]) for rows in batches]
+            if self._pool is None:
+                outputs = [self._forward(t) for t in tokens]
+            else:
+                outputs = list(self._pool.map(self._forward, tokens))
+        for rows, (vectors, branch) in zip(batches, outputs, strict=True):
+            index = torch.tensor(rows)
+            embeddings[index] = vectors
+            pooled[index] = branch
         return embeddings, pooled
+
+    def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One tokenised batch through the encoder and the branch: (embeddings, pooled)."""
+        with torch.inference_mode():  # per thread: pool threads do not inherit it
+            mask = batch["attention_mask"]
+            hidden = self._bert(**batch, output_hidden_states=True).hidden_states
+            vectors = F.normalize(mean_pool(hidden[-1], mask), p=2.0, dim=1)
+            return vectors, self._branch(hidden[self.trunk_layer], mask)
 
     def issue_probabilities(self, pooled: torch.Tensor) -> NDArray[np.float32]:
         """The issue head's probabilities for pooled branch vectors (no sentiment gate)."""

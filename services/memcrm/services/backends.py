@@ -42,7 +42,9 @@ class IngestionDeployment:
 
         configure_tracing("ingestion")
         tenants = TenantConfigs.load(settings.tenants_dir)
-        model = EnrichmentModel(intents_dir=settings.intents_dir)
+        model = EnrichmentModel(
+            intents_dir=settings.intents_dir, workers=settings.ingestion_encoder_workers
+        )
         for tenant in sorted(tenants.tenants):  # a missing intent set fails start-up, not ingest
             model.intent_labels(tenants.get(tenant).intents.set)
         interpreter = Interpreter(model, tenants)
