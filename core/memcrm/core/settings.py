@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # passes keep going when another process takes a core; one pass over several intra-op
     # threads stalls at every barrier (scripts/bench_ingest_throughput.py measures it).
     ingestion_encoder_workers: int = Field(default=2, ge=1, le=64)
+    # Arithmetic of the recall/search query encoder (memcrm.models.query_encoder): bfloat16
+    # halves its latency on CPUs that compute it natively; "auto" uses it where they do.
+    query_encoder_precision: Literal["auto", "float32", "bfloat16"] = "auto"
 
     db_pool_max: int = Field(default=8, ge=1, le=256)
     # Memories a decision looks at.

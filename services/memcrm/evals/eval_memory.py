@@ -344,6 +344,8 @@ def embedded_service() -> Iterator[tuple[str, dict[str, Any]]]:
                     "redis_url": stores.redis_url,
                 }
             )
+            from memcrm.models.query_encoder import QueryEncoder
+
             runtime = ServeRuntime(settings, stores.database_url, stores.redis_url)
             log.info("starting Ray Serve on %s", runtime.address)
             try:
@@ -357,6 +359,9 @@ def embedded_service() -> Iterator[tuple[str, dict[str, Any]]]:
                         "gateway_num_cpus": settings.gateway_num_cpus,
                         "ingestion_replicas": settings.ingestion_replicas,
                         "ingestion_num_cpus": settings.ingestion_num_cpus,
+                        "query_encoder_precision": QueryEncoder.resolve(
+                            settings.query_encoder_precision
+                        ),
                     },
                 )
             finally:

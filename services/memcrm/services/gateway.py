@@ -67,15 +67,16 @@ class Gateway:
         ingestion: DeploymentHandle[Any],
         recommendation: DeploymentHandle[Any],
     ) -> None:
-        from memcrm.models.encoder import Encoder
+        from memcrm.models.query_encoder import QueryEncoder
 
         configure_tracing("gateway")
         self._keys = KeyRing.configured(settings.api_keys_file, settings.api_keys)
         self._ingestion = ingestion
         self._recommendation = recommendation
         store = MemoryStore(database_url, max_size=settings.db_pool_max)
-        # Recall encodes one short query at a time: one thread (see Encoder).
-        self._reader = MemoryReader(store, Encoder(threads=1))
+        # Recall encodes one short query at a time: one thread, the query encoder's fast path.
+        encoder = QueryEncoder(precision=settings.query_encoder_precision)
+        self._reader = MemoryReader(store, encoder)
         self._profiles = Profiles(store, HotState(redis_url))
         self._decisions = DecisionStore(store)
 

@@ -1,0 +1,51 @@
+"""The recall query encoder: the same vectors as the batch encoder, up to its precision."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from memcrm.models.encoder import Encoder
+from memcrm.models.query_encoder import QueryEncoder, native_bfloat16
+
+QUERIES = [
+    "When did Caroline go to the LGBTQ support group?",
+    "suitcase did not arrive in Boston",
+    "What does the customer think about the new pricing?",
+    "",
+]
+MEMORIES = [
+    "My suitcase never arrived in Boston and nobody answers the phone.",
+    "I went to a support group meeting yesterday, it was so powerful.",
+    "Your prices went up again, I am looking at other providers.",
+    "Thanks, the crew on flight 22 were lovely!",
+    "Can I add extra legroom to my booking next week?",
+]
+
+
+def test_float32_gives_the_batch_encoders_vectors(encoder: Encoder) -> None:
+    query = QueryEncoder(encoder, precision="float32")
+    assert query.precision == "float32"
+    got = query.encode(QUERIES)
+    assert got.shape == (len(QUERIES), 384) and got.dtype == np.float32
+    np.testing.assert_allclose(got, encoder.encode(QUERIES), atol=1e-5)
+    assert query.encode([]).shape == (0, 384)
+
+
+def test_bfloat16_keeps_direction_and_ranking(encoder: Encoder) -> None:
+    query = QueryEncoder(encoder, precision="bfloat16")
+    got, want = query.encode(QUERIES), encoder.encode(QUERIES)
+    cosines = (got * want).sum(axis=1)
+    assert cosines.min() > 0.999
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    memories = encoder.encode(MEMORIES)
+    assert (
+        np.argsort(-(got @ memories.T), axis=1) == np.argsort(-(want @ memories.T), axis=1)
+    ).all()
+    # The float32 model the encoder shares with others is left as it was.
+    assert next(encoder.model[0].auto_model.parameters()).dtype == torch.float32
+
+
+def test_auto_uses_bfloat16_only_where_the_cpu_computes_it(encoder: Encoder) -> None:
+    expected = "bfloat16" if native_bfloat16() else "float32"
+    assert QueryEncoder(encoder).precision == expected
