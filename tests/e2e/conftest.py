@@ -7,6 +7,7 @@ import os
 import socket
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import grpc
 import pytest
@@ -55,7 +56,16 @@ def collector() -> Iterator[OtlpCollector]:
 
 
 @pytest.fixture(scope="session")
-def service(stores: EmbeddedStores, collector: OtlpCollector) -> Iterator[ServeRuntime]:
+def catalogs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The service's tenant catalog directory (empty: every tenant on the built-in catalog),
+    re-read twice a second when a file changes."""
+    return tmp_path_factory.mktemp("catalogs")
+
+
+@pytest.fixture(scope="session")
+def service(
+    stores: EmbeddedStores, collector: OtlpCollector, catalogs_dir: Path
+) -> Iterator[ServeRuntime]:
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
@@ -69,6 +79,8 @@ def service(stores: EmbeddedStores, collector: OtlpCollector) -> Iterator[ServeR
         api_keys=API_KEYS,
         database_url=stores.database_url,
         redis_url=stores.redis_url,
+        catalogs_dir=catalogs_dir,
+        catalog_reload_s=0.5,
     )
     migrate(stores.database_url)
     runtime = ServeRuntime(settings, stores.database_url, stores.redis_url)

@@ -61,10 +61,25 @@ def record(customer: str, at: datetime) -> DecisionRecord:
         considered=(
             ConsideredAction("bag_trace", "Trace the bag", -0.2, 0.45, 2.0, 0.9, 1, ""),
             ConsideredAction("upgrade", "Offer an upgrade", -2.0, 0.12, 3.0, 0.36, 0, "top 1"),
+            ConsideredAction(
+                "thanks",
+                "Say thanks",
+                -1.0,
+                0.27,
+                1.5,
+                0.0,
+                0,
+                "filtered by suitability suitability[0]: count(profile.open_issues) == 0",
+                lever=0.8,
+                filtered_by="suitability",
+                policy="suitability[0]",
+                reads_json='{"profile.open_issues": ["Lost Luggage"]}',
+            ),
         ),
         model_version="nba-test",
         model_sha256="c" * 64,
         trace_id="d" * 32,
+        catalog_version="airline-1",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -21,8 +22,12 @@ from memcrm.core.types import (
     ScoreParts,
     TraceRef,
 )
+from memcrm.decisions.arbitration import CustomerHistory
 from memcrm.decisions.catalog import BUILTIN_CATALOG
-from memcrm.decisions.recommender import Recommender
+from memcrm.decisions.contact import Consent, ContactEvent
+from memcrm.decisions.policy import DecisionContext, ProfileFacts
+from memcrm.decisions.recommender import DecisionInputs, Recommender
+from memcrm.decisions.tenant_catalog import TenantCatalog, builtin_catalog, parse_catalog
 from memcrm.models.encoder import Encoder
 from memcrm.models.nba import MemoryFeatures, NbaScorer
 
@@ -211,13 +216,121 @@ def test_channel_filter(encoder: Encoder, recommender: Recommender) -> None:
     on_purchase = recommender.decide(recalled, "", Channel.PURCHASE, 3, NOW)
     assert [a.action_id for a in on_purchase.actions] == ["seat_upgrade_offer"]
     assert recommender.decide(recalled, "", Channel.MEETING, 3, NOW).actions == []
-    audit = recommender.decide_audited(recalled, "", Channel.VOICE, 5, NOW)
+    audit = recommender.decide_audited(recalled, inputs(Channel.VOICE), 5)
     allowed = {a.action_id for a in BUILTIN_CATALOG if Channel.VOICE in a.channels}
     assert {a.action_id for a in audit.decision.actions} == allowed
-    assert len(audit.scored) == len(BUILTIN_CATALOG)
-    for scored in audit.scored:
-        assert scored.eligible == (scored.action_id in allowed)
-        assert scored.reason == ("" if scored.eligible else "cannot go out on VOICE")
+    assert sorted(c.action_id for c in audit.considered) == sorted(builtin_catalog().action_ids)
+    for c in audit.considered:
+        if c.action_id in allowed:
+            assert (c.filtered_by, c.reason, c.rank > 0) == ("", "", True)
+        else:
+            assert c.filtered_by == "channel" and c.policy == "channels"
+            assert c.reason.startswith("filtered by channel channels: goes out on ")
+            assert json.loads(c.reads_json)["context.channel"] == "voice"
+            assert (c.rank, c.score) == (0, 0.0)
+            assert 0.0 < c.propensity < 1.0, "filtered actions keep the model's numbers"
+
+
+def inputs(
+    channel: Channel = Channel.UNSPECIFIED,
+    context: str = "",
+    catalog: TenantCatalog | None = None,
+    **kw: object,
+) -> DecisionInputs:
+    return DecisionInputs(
+        DecisionContext(channel, NOW, context),
+        catalog or builtin_catalog(),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_policies_filter_with_their_reasons_and_the_rest_still_rank(
+    encoder: Encoder, recommender: Recommender
+) -> None:
+    recalled = build(encoder, BAG_HISTORY)
+    complaint = ProfileFacts(interaction_count=4, open_issues=("Lost Luggage",), no_calls=True)
+    withdrawn = Consent(False, NOW - timedelta(days=3), "i-9")
+    credit = ContactEvent("apology_credit", Channel.EMAIL, NOW - timedelta(days=29))
+    audit = recommender.decide_audited(
+        recalled,
+        inputs(
+            profile=complaint,
+            history=CustomerHistory(contacts=(credit,), consent=withdrawn),
+        ),
+        6,
+    )
+    why = {c.action_id: (c.filtered_by, c.policy) for c in audit.considered}
+    assert why["seat_upgrade_offer"] == ("consent", "marketing")
+    assert why["loyalty_thanks"] == ("suitability", "suitability[0]")
+    assert why["escalate_to_agent"] == ("suitability", "suitability[0]")
+    assert why["apology_credit"] == ("contact", "contact[0]")
+    assert why["rebooking_assist"] == why["baggage_trace"] == ("", "")
+    assert [a.action_id for a in audit.decision.actions] == [
+        c.action_id for c in audit.considered if c.rank > 0
+    ]
+    loyalty = next(c for c in audit.considered if c.action_id == "loyalty_thanks")
+    assert json.loads(loyalty.reads_json) == {"profile.open_issues": ["Lost Luggage"]}
+    # A day later the credit's 30-day cap has passed: the action is back.
+    later = recommender.decide_audited(
+        recalled,
+        DecisionInputs(
+            DecisionContext(Channel.UNSPECIFIED, NOW + timedelta(days=1, seconds=1)),
+            builtin_catalog(),
+            complaint,
+            CustomerHistory(contacts=(credit,), consent=withdrawn),
+        ),
+        6,
+    )
+    assert "apology_credit" in {a.action_id for a in later.decision.actions}
+
+
+def test_priority_is_propensity_times_context_weight_value_and_lever(
+    encoder: Encoder, recommender: Recommender
+) -> None:
+    catalog = parse_catalog(
+        """
+version: t-3
+context_weights:
+  - {channel: email, actions: [baggage_trace], weight: 2.5}
+actions:
+  - id: baggage_trace
+    title: Trace the bag
+    description: Open a baggage trace.
+    channels: [email]
+    value: 3.0
+    lever: 0.5
+  - id: rebooking_assist
+    title: Rebook
+    description: Rebook the flight.
+    channels: [email, chat]
+    value: 3.0
+""",
+        "t.yaml",
+    )
+    recalled = build(encoder, BAG_HISTORY)
+    audit = recommender.decide_audited(recalled, inputs(Channel.EMAIL, BAG_CONTEXT, catalog), 2)
+    assert audit.catalog_version == "t-3"
+    by_id = {c.action_id: c for c in audit.considered}
+    trace, rebook = by_id["baggage_trace"], by_id["rebooking_assist"]
+    assert (trace.context_weight, trace.lever) == (2.5, 0.5)
+    assert trace.score == pytest.approx(trace.propensity * 2.5 * 3.0 * 0.5)
+    assert rebook.score == pytest.approx(rebook.propensity * 3.0)
+    returned = {a.action_id: a for a in audit.decision.actions}
+    assert returned["baggage_trace"].score == pytest.approx(trace.score)
+    order = sorted([trace, rebook], key=lambda c: -c.score)
+    assert [a.action_id for a in audit.decision.actions] == [c.action_id for c in order]
+
+
+def test_a_catalog_the_model_cannot_score_is_refused(recommender: Recommender) -> None:
+    catalog = parse_catalog(
+        "version: 1\nactions:\n"
+        "  - {id: free_pizza, title: Pizza, description: Pizza., channels: [email], value: 1}\n",
+        "t.yaml",
+    )
+    with pytest.raises(ConfigError, match="cannot score actions \\['free_pizza'\\]"):
+        recommender.check_catalog(catalog)
+    with pytest.raises(ConfigError, match="free_pizza"):
+        recommender.decide_audited([], inputs(catalog=catalog), 3)
 
 
 def test_top_n_limits_and_validates(encoder: Encoder, recommender: Recommender) -> None:
@@ -226,7 +339,7 @@ def test_top_n_limits_and_validates(encoder: Encoder, recommender: Recommender) 
     three = recommender.decide(recalled, BAG_CONTEXT, Channel.UNSPECIFIED, 3, NOW)
     assert [a.action_id for a in one.actions] == [three.actions[0].action_id]
     everything = recommender.decide(recalled, BAG_CONTEXT, Channel.UNSPECIFIED, 50, NOW)
-    assert len(everything.actions) == len(BUILTIN_CATALOG)
+    assert len(everything.actions) == len(BUILTIN_CATALOG), "no policy applies to this history"
     with pytest.raises(InvalidArgument, match="top_n"):
         recommender.decide(recalled, BAG_CONTEXT, Channel.UNSPECIFIED, 0, NOW)
 

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     data_dir: Path = Path("../shared/data")
     # Folder holding the next-best-action model (nba.pt + nba.json); unset: the shipped one.
     nba_model_dir: Path | None = None
+    # Tenant action catalogs, one <tenant>.yaml each (memcrm.decisions.tenant_catalog); tenants
+    # without a file get the built-in airline catalog. Re-read every catalog_reload_s seconds
+    # when a file changed (0: only at start-up); a file that fails validation is refused and
+    # its tenant keeps the catalog it had.
+    catalogs_dir: Path | None = None
+    catalog_reload_s: float = Field(default=10.0, ge=0.0, le=86_400.0)
 
     # Ray Serve: CPU fraction and replica count of each deployment (fits a 2-core machine).
     # The gateway is the gRPC ingress and serves MemoryService reads itself (no extra hop on

@@ -324,9 +324,14 @@ class ConsideredAction:
     log_odds: float
     propensity: float
     value: float
-    score: float
+    score: float  # the arbitration priority; 0 for an action a policy filtered out
     rank: int  # 1 = best returned; 0 = not returned
-    reason: str  # "" when returned
+    reason: str  # "" when returned; else the policy that filtered it, or its place in the ranking
+    context_weight: float = 1.0
+    lever: float = 1.0
+    filtered_by: str = ""  # the policy kind that filtered it (eligibility, contact, ...), or ""
+    policy: str = ""  # where in the catalog: "suitability[0]", "suppress", "contact[1]", ...
+    reads_json: str = ""  # the values the filtering policy read, as JSON ("" when none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +367,7 @@ class DecisionRecord:
     model_sha256: str
     trace_id: str
     outcomes: tuple[RecordedOutcome, ...] = ()
+    catalog_version: str = ""  # the tenant catalog's version the policies came from
 
     @property
     def cited_memory_ids(self) -> tuple[str, ...]:

@@ -21,8 +21,9 @@ fixed seed, replaying a decision gives identical numbers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -33,6 +34,7 @@ from memcrm.core.errors import ConfigError, InvalidArgument
 from memcrm.core.text import snippet
 from memcrm.core.types import (
     Channel,
+    ConsideredAction,
     Decision,
     Direction,
     Explanation,
@@ -42,7 +44,10 @@ from memcrm.core.types import (
     RecalledMemory,
     RecommendedAction,
 )
+from memcrm.decisions.arbitration import CustomerHistory, Filtered, Ranked, arbitrate
 from memcrm.decisions.catalog import Action
+from memcrm.decisions.policy import DecisionContext, ProfileFacts, build_features
+from memcrm.decisions.tenant_catalog import TenantCatalog, builtin_catalog
 from memcrm.explain.shapley import GameExplanation, default_max_evals, explain_game, warm_up
 from memcrm.models.nba import MemoryFeatures, NbaScorer, PreparedDecision, sigmoid
 
@@ -75,43 +80,42 @@ class TextEncoder(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class ScoredAction:
-    """One catalog action as scored for a decision, returned or not (for the audit record)."""
+class DecisionInputs:
+    """What a decision reads besides the recalled memories: the moment, the channel and the
+    current message (``context``), the tenant's catalog with its policies, and what is known
+    about the customer (profile facts, contact and outcome history with consent, and the
+    latest values of the interaction attributes the catalog declares)."""
 
-    action_id: str
-    title: str
-    log_odds: float
-    propensity: float
-    value: float
-    score: float
-    eligible: bool
-    reason: str  # why it was not returned; "" when it was
+    context: DecisionContext
+    catalog: TenantCatalog
+    profile: ProfileFacts = field(default_factory=ProfileFacts)
+    history: CustomerHistory = field(default_factory=CustomerHistory)
+    attributes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class DecisionAudit:
     decision: Decision
-    scored: list[ScoredAction]  # every catalog action, best score first
+    # Every catalog action, best first (ranked by rank, then the filtered in catalog order):
+    # its model numbers and its arbitration (rank and priority, or the policy that filtered
+    # it, with what that policy read).
+    considered: tuple[ConsideredAction, ...]
+    catalog_version: str
 
 
 class Recommender:
-    """Ranks catalog actions with the propensity model and explains the returned ones."""
+    """Scores a tenant catalog with the propensity model, arbitrates (policies, contact limits,
+    consent, priority) and explains the returned actions."""
 
     def __init__(
         self,
         encoder: TextEncoder | None,
         scorer: NbaScorer,
-        catalog: Sequence[Action] | None = None,
         *,
         seed: int = DEFAULT_SEED,
         permutations: int = DEFAULT_PERMUTATIONS,
         warm: bool = True,
     ) -> None:
-        self._catalog = tuple(catalog) if catalog is not None else scorer.catalog
-        known = {action_id: i for i, action_id in enumerate(scorer.action_ids)}
-        missing = [a.action_id for a in self._catalog if a.action_id not in known]
-        if missing:
-            raise ConfigError(f"model {scorer.version} cannot score actions {missing}")
         if encoder is not None and scorer.encoder_name and encoder.name != scorer.encoder_name:
             raise ConfigError(
                 f"model {scorer.version} was trained on {scorer.encoder_name} embeddings, "
@@ -119,18 +123,28 @@ class Recommender:
             )
         if permutations < 1:
             raise ValueError("permutations must be at least 1")
-        self._columns = [known[a.action_id] for a in self._catalog]
+        self._columns = {action_id: i for i, action_id in enumerate(scorer.action_ids)}
         self._encoder = encoder
         self._scorer = scorer
         self._seed = seed
         self._permutations = permutations
+        self.check_catalog(builtin_catalog())
         if warm:
             warm_up()
             self._scorer.logits(MemoryFeatures.empty(), None)
 
     @property
-    def catalog(self) -> tuple[Action, ...]:
-        return self._catalog
+    def model_version(self) -> str:
+        return self._scorer.version
+
+    def check_catalog(self, catalog: TenantCatalog) -> None:
+        """Refuse a catalog with actions the propensity model cannot score (ConfigError)."""
+        missing = [a for a in catalog.action_ids if a not in self._columns]
+        if missing:
+            known = ", ".join(sorted(self._columns))
+            raise ConfigError(
+                f"model {self._scorer.version} cannot score actions {missing} (it knows {known})"
+            )
 
     def decide(
         self,
@@ -142,61 +156,71 @@ class Recommender:
         *,
         context_embedding: NDArray[Any] | None = None,
     ) -> Decision:
-        """The ``top_n`` best actions that can go out on ``channel``, each explained.
-
-        ``context_embedding`` (384 floats) skips encoding ``context``; without it a non-empty
-        context needs the encoder. ``Channel.UNSPECIFIED`` accepts every action.
-        """
+        """The ``top_n`` best actions of the built-in catalog for a customer known only by
+        ``recalled`` (no profile, no contact history), each explained. ``context_embedding``
+        (384 floats) skips encoding ``context``; without it a non-empty context needs the
+        encoder. ``Channel.UNSPECIFIED`` accepts every action."""
+        inputs = DecisionInputs(DecisionContext(channel, now, context), builtin_catalog())
         return self.decide_audited(
-            recalled, context, channel, top_n, now, context_embedding=context_embedding
+            recalled, inputs, top_n, context_embedding=context_embedding
         ).decision
 
     def decide_audited(
         self,
         recalled: Sequence[RecalledMemory],
-        context: str,
-        channel: Channel,
+        inputs: DecisionInputs,
         top_n: int,
-        now: datetime,
         *,
         context_embedding: NDArray[Any] | None = None,
     ) -> DecisionAudit:
-        """``decide`` plus every catalog action's score and why it was or was not returned."""
+        """Score, arbitrate and explain one decision, keeping every action considered.
+
+        The model scores every catalog action in one pass (filtered ones too, so the record
+        shows what a policy overrode); arbitration filters them by the catalog's policies in
+        order (channel, consent, eligibility, applicability, suitability, suppression,
+        contact) and ranks the rest by propensity x context weight x value x lever
+        (``memcrm.decisions.arbitration``); the ``top_n`` best are explained.
+        """
         if top_n < 1:
             raise InvalidArgument("top_n", "must be at least 1")
-        vector = self._context_vector(context, context_embedding)
-        prepared = self._scorer.prepare(MemoryFeatures.from_recalled(recalled, now), vector)
+        catalog, context = inputs.catalog, inputs.context
+        self.check_catalog(catalog)
+        vector = self._context_vector(context.text, context_embedding)
+        memories = [r.memory for r in recalled]
+        prepared = self._scorer.prepare(MemoryFeatures.from_recalled(recalled, context.now), vector)
         log_odds = prepared.full_logits()
-        scored = []
-        for action, column in zip(self._catalog, self._columns, strict=True):
-            propensity = sigmoid(float(log_odds[column]))
-            eligible = action.can_go_out_on(channel)
-            scored.append(
-                ScoredAction(
-                    action_id=action.action_id,
-                    title=action.title,
-                    log_odds=float(log_odds[column]),
-                    propensity=propensity,
-                    value=action.value,
-                    score=propensity * action.value,
-                    eligible=eligible,
-                    reason="" if eligible else f"cannot go out on {channel.name}",
-                )
-            )
-        order = sorted(range(len(scored)), key=lambda i: (-scored[i].score, i))
-        chosen = [i for i in order if scored[i].eligible][:top_n]
-        for i in order:
-            if scored[i].eligible and i not in chosen:
-                scored[i] = replace(scored[i], reason=f"ranked below the top {top_n}")
-        explanations = self._explain(prepared, [self._columns[i] for i in chosen])
+        logit = {a: float(log_odds[self._columns[a]]) for a in catalog.action_ids}
+        propensity = {a: sigmoid(x) for a, x in logit.items()}
+        features = build_features(
+            catalog.schema,
+            context,
+            inputs.profile,
+            memories,
+            consent_marketing=inputs.history.consent.marketing,
+            attributes=inputs.attributes,
+        )
+        arbitration = arbitrate(catalog, context, features, inputs.history, propensity, top_n=top_n)
+        top = arbitration.top
+        explanations = self._explain(prepared, [self._columns[r.action_id] for r in top])
         actions = [
-            self._recommended(rank, self._catalog[i], scored[i], game, recalled, context)
-            for rank, (i, game) in enumerate(zip(chosen, explanations, strict=True), start=1)
+            self._recommended(
+                r.rank, catalog.action(r.action_id).action, r, game, recalled, context.text
+            )
+            for r, game in zip(top, explanations, strict=True)
         ]
+        # Best first: the ranked actions by rank, then the filtered ones in catalog order.
+        ranked_first = sorted(
+            arbitration.considered,
+            key=lambda c: (0, c.rank) if isinstance(c, Ranked) else (1, 0),
+        )
+        considered = tuple(
+            _considered(c, logit[c.action_id], propensity[c.action_id], catalog, top_n)
+            for c in ranked_first
+        )
         decision = Decision(
             actions=actions, model_version=self._scorer.version, model_sha256=self._scorer.sha256
         )
-        return DecisionAudit(decision=decision, scored=[scored[i] for i in order])
+        return DecisionAudit(decision, considered, catalog.version)
 
     def _context_vector(self, context: str, embedding: NDArray[Any] | None) -> NDArray[Any] | None:
         if embedding is not None:
@@ -223,7 +247,7 @@ class Recommender:
         self,
         rank: int,
         action: Action,
-        scored: ScoredAction,
+        ranked: Ranked,
         game: GameExplanation,
         recalled: Sequence[RecalledMemory],
         context: str,
@@ -260,8 +284,8 @@ class Recommender:
             action_id=action.action_id,
             title=action.title,
             rank=rank,
-            score=scored.score,
-            propensity=scored.propensity,
+            score=ranked.priority,
+            propensity=ranked.propensity,
             value=action.value,
             explanation=explanation,
         )
@@ -315,3 +339,42 @@ def summarise(
     else:
         tail = f"the current message takes away {abs(context_shap):.2f}"
     return f"{lead} {memory_text}; {tail}."
+
+
+def _considered(
+    c: Ranked | Filtered,
+    log_odds: float,
+    propensity: float,
+    catalog: TenantCatalog,
+    top_n: int,
+) -> ConsideredAction:
+    """An arbitration outcome as the decision record keeps it."""
+    spec = catalog.action(c.action_id)
+    if isinstance(c, Ranked):
+        return ConsideredAction(
+            action_id=c.action_id,
+            title=c.title,
+            log_odds=log_odds,
+            propensity=propensity,
+            value=c.value,
+            score=c.priority,
+            rank=c.rank if c.selected else 0,
+            reason="" if c.selected else f"ranked {c.rank}, below the top {top_n}",
+            context_weight=c.context_weight,
+            lever=c.lever,
+        )
+    reads = json.dumps(dict(c.reads), ensure_ascii=False, sort_keys=True) if c.reads else ""
+    return ConsideredAction(
+        action_id=c.action_id,
+        title=c.title,
+        log_odds=log_odds,
+        propensity=propensity,
+        value=spec.action.value,
+        score=0.0,
+        rank=0,
+        reason=f"filtered by {c.kind} {c.policy}: {c.rule}",
+        lever=spec.lever,
+        filtered_by=str(c.kind),
+        policy=c.policy,
+        reads_json=reads,
+    )

@@ -8,7 +8,7 @@ appended beside them and joined in when a record is read.
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -155,6 +155,28 @@ class DecisionStore:
         assert saved is not None
         return RecordedOutcome(action_id, outcome, occurred_at, saved["recorded_at"])
 
+    def outcome_history(
+        self, tenant_id: str, customer_id: str, *, as_of: datetime
+    ) -> list[OutcomeRow]:
+        """Every outcome recorded for the customer's decisions by ``as_of``, oldest first, with
+        the channel its decision was asked for (contact policies count them per channel)."""
+        with self._store.connection() as conn:
+            rows = conn.execute(
+                "SELECT o.action_id, o.outcome, o.occurred_at,"
+                " (d.record -> 'request' ->> 'channel')::int AS channel"
+                " FROM outcomes o JOIN decisions d"
+                " ON d.tenant_id = o.tenant_id AND d.recommendation_id = o.recommendation_id"
+                " WHERE d.tenant_id = %s AND d.customer_id = %s AND o.recorded_at <= %s"
+                " ORDER BY o.occurred_at, o.recorded_at, o.outcome_id",
+                (tenant_id, customer_id, as_of),
+            ).fetchall()
+        return [
+            OutcomeRow(
+                r["action_id"], Channel(r["channel"]), Outcome(r["outcome"]), r["occurred_at"]
+            )
+            for r in rows
+        ]
+
     @staticmethod
     def _outcomes(
         conn: Any, tenant_id: str, keys: list[uuid.UUID]
@@ -175,6 +197,16 @@ class DecisionStore:
                 )
             )
         return {k: tuple(v) for k, v in found.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRow:
+    """An outcome of one of a customer's decisions, and the channel the decision was for."""
+
+    action_id: str
+    channel: Channel
+    outcome: Outcome
+    occurred_at: datetime
 
 
 def _with_outcomes(record: DecisionRecord, outcomes: tuple[RecordedOutcome, ...]) -> DecisionRecord:
@@ -216,12 +248,18 @@ def record_to_json(r: DecisionRecord) -> dict[str, Any]:
                 "score": c.score,
                 "rank": c.rank,
                 "reason": c.reason,
+                "context_weight": c.context_weight,
+                "lever": c.lever,
+                "filtered_by": c.filtered_by,
+                "policy": c.policy,
+                "reads_json": c.reads_json,
             }
             for c in r.considered
         ],
         "model_version": r.model_version,
         "model_sha256": r.model_sha256,
         "trace_id": r.trace_id,
+        "catalog_version": r.catalog_version,
     }
 
 
@@ -243,6 +281,7 @@ def record_from_json(d: dict[str, Any]) -> DecisionRecord:
         model_version=d["model_version"],
         model_sha256=d["model_sha256"],
         trace_id=d["trace_id"],
+        catalog_version=d.get("catalog_version", ""),
     )
 
 

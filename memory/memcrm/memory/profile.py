@@ -662,6 +662,21 @@ class Profiles:
         )
         return render(state, customer_id, now)
 
+    def view(
+        self, tenant_id: str, customer_id: str, *, as_of: datetime | None = None
+    ) -> tuple[CustomerProfile, ProfileState] | None:
+        """The profile and the state it renders (decisions read both); None for a customer
+        with nothing recorded by ``as_of``. Now: from Redis when cached, without caching a
+        rebuild (``get`` does that); at ``as_of``: rebuilt from PostgreSQL."""
+        check_id("customer_id", customer_id)
+        state = None if as_of is not None else load_state(self._hot.profile(tenant_id, customer_id))
+        if state is None:
+            state = self.rebuild(tenant_id, customer_id, as_of=as_of)
+        if state.interaction_count == 0:
+            return None
+        moment = as_of or datetime.now(UTC)
+        return render(state, customer_id, moment), state
+
     def rebuild(
         self, tenant_id: str, customer_id: str, *, as_of: datetime | None = None
     ) -> ProfileState:

@@ -514,6 +514,23 @@ class MemoryStore:
             rows = conn.execute(sql.encode(), params).fetchall()
         return [_memory(row) for row in rows]
 
+    def memories_with_attributes(
+        self, tenant_id: str, customer_id: str, keys: Sequence[str], *, as_of: datetime
+    ) -> list[Memory]:
+        """The customer's memories visible at ``as_of`` whose attributes hold any of ``keys``
+        (consent statements, attributes a catalog's rules read), oldest first."""
+        if not keys:
+            return []
+        sql = (
+            f"SELECT {_COLUMNS} FROM memories"
+            f" WHERE tenant_id = %(tenant)s AND customer_id = %(customer)s AND {VISIBLE}"
+            " AND attributes ?| %(keys)s ORDER BY occurred_at, memory_id"
+        )
+        params = {"tenant": tenant_id, "customer": customer_id, "as_of": as_of, "keys": list(keys)}
+        with self._conn() as conn:
+            rows = conn.execute(sql.encode(), params).fetchall()
+        return [_memory(row) for row in rows]
+
     def customers_memories(
         self, tenant_id: str, customer_ids: Sequence[str], *, as_of: datetime
     ) -> dict[str, list[Memory]]:

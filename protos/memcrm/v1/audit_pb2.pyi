@@ -34,6 +34,11 @@ class ConsideredAction(_message.Message):
     SCORE_FIELD_NUMBER: _builtins.int
     RANK_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CONTEXT_WEIGHT_FIELD_NUMBER: _builtins.int
+    LEVER_FIELD_NUMBER: _builtins.int
+    FILTERED_BY_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    READS_JSON_FIELD_NUMBER: _builtins.int
     action_id: _builtins.str
     title: _builtins.str
     log_odds: _builtins.float
@@ -46,6 +51,17 @@ class ConsideredAction(_message.Message):
     """1 for the best returned action; 0 when it was not returned."""
     reason: _builtins.str
     """Why it was not returned (filtered by a policy, or ranked below top_n); empty when it was."""
+    context_weight: _builtins.float
+    """Arbitration: score = propensity x context_weight x value x lever (0 when filtered)."""
+    lever: _builtins.float
+    filtered_by: _builtins.str
+    """The kind of policy that filtered it ("channel", "consent", "eligibility",
+    "applicability", "suitability", "suppression", "contact"); empty when it was not filtered.
+    """
+    policy: _builtins.str
+    """Where that policy is in the catalog, e.g. "suitability[0]", "suppress", "contact[1]"."""
+    reads_json: _builtins.str
+    """The values the policy read when it filtered the action, as a JSON object; empty if none."""
     def __init__(
         self,
         *,
@@ -57,10 +73,15 @@ class ConsideredAction(_message.Message):
         score: _builtins.float = ...,
         rank: _builtins.int = ...,
         reason: _builtins.str = ...,
+        context_weight: _builtins.float = ...,
+        lever: _builtins.float = ...,
+        filtered_by: _builtins.str = ...,
+        policy: _builtins.str = ...,
+        reads_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "log_odds", b"log_odds", "propensity", b"propensity", "rank", b"rank", "reason", b"reason", "score", b"score", "title", b"title", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "context_weight", b"context_weight", "filtered_by", b"filtered_by", "lever", b"lever", "log_odds", b"log_odds", "policy", b"policy", "propensity", b"propensity", "rank", b"rank", "reads_json", b"reads_json", "reason", b"reason", "score", b"score", "title", b"title", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -116,12 +137,15 @@ class DecisionRecord(_message.Message):
     DECIDED_AT_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
     OUTCOMES_FIELD_NUMBER: _builtins.int
+    CATALOG_VERSION_FIELD_NUMBER: _builtins.int
     recommendation_id: _builtins.str
     customer_id: _builtins.str
     model_version: _builtins.str
     model_sha256: _builtins.str
     """sha256 of the model artifact that scored the decision."""
     trace_id: _builtins.str
+    catalog_version: _builtins.str
+    """The version of the tenant's action catalog whose policies the decision applied."""
     @_builtins.property
     def request(self) -> _recommendation_pb2.NextBestActionRequest:
         """The request as received (its customer_id, context, channel, top_n, as_of)."""
@@ -132,7 +156,9 @@ class DecisionRecord(_message.Message):
 
     @_builtins.property
     def considered(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsideredAction]:
-        """Every catalog action considered, best first, returned or not."""
+        """Every catalog action considered, returned or not: the ranked ones best first, then the
+        filtered ones in catalog order.
+        """
 
     @_builtins.property
     def cited_memory_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -161,10 +187,11 @@ class DecisionRecord(_message.Message):
         decided_at: _timestamp_pb2.Timestamp | None = ...,
         as_of: _timestamp_pb2.Timestamp | None = ...,
         outcomes: _abc.Iterable[Global___RecordedOutcome] | None = ...,
+        catalog_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "decided_at", b"decided_at", "request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "as_of", b"as_of", "cited_memory_ids", b"cited_memory_ids", "considered", b"considered", "customer_id", b"customer_id", "decided_at", b"decided_at", "model_sha256", b"model_sha256", "model_version", b"model_version", "outcomes", b"outcomes", "recommendation_id", b"recommendation_id", "request", b"request", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "as_of", b"as_of", "catalog_version", b"catalog_version", "cited_memory_ids", b"cited_memory_ids", "considered", b"considered", "customer_id", b"customer_id", "decided_at", b"decided_at", "model_sha256", b"model_sha256", "model_version", b"model_version", "outcomes", b"outcomes", "recommendation_id", b"recommendation_id", "request", b"request", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

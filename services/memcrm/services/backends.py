@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
+from numpy.typing import NDArray
 from ray import serve
 
 from memcrm.core.errors import InvalidArgument
@@ -25,13 +31,18 @@ from memcrm.core.types import (
     Interaction,
     TraceRef,
 )
+from memcrm.decisions.policy import DecisionContext
 from memcrm.decisions.record import decision_record
 from memcrm.interpret.pipeline import Analysis, Interpreter
 from memcrm.memory.decisions import DecisionStore
 from memcrm.memory.hot import HotState
 from memcrm.memory.ingest import Ingestor
+from memcrm.memory.profile import Profiles
 from memcrm.memory.recall import MemoryReader
 from memcrm.memory.store import MemoryStore
+
+if TYPE_CHECKING:
+    from memcrm.decisions.tenant_catalog import TenantCatalogs
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +88,37 @@ class IngestionDeployment:
 
 class RecommendationDeployment:
     def __init__(self, settings: Settings, database_url: str, redis_url: str) -> None:
-        from memcrm.decisions.catalog import BUILTIN_CATALOG
+        from memcrm.decisions.gather import CustomerFacts
         from memcrm.decisions.recommender import Recommender
+        from memcrm.decisions.tenant_catalog import TenantCatalogs
         from memcrm.models.encoder import Encoder
+        from memcrm.models.enrichment import EnrichmentModel
         from memcrm.models.nba import NbaScorer
 
         configure_tracing("recommendation")
         encoder = Encoder()
+        # The context is understood as ingestion understands a message: one encoder pass gives
+        # its embedding (recall query and model input) and its intent (context weights).
+        self._model = EnrichmentModel(intents_dir=settings.intents_dir, encoder=encoder)
+        self._tenants = TenantConfigs.load(settings.tenants_dir)
         store = MemoryStore(database_url, max_size=settings.db_pool_max)
         self._reader = MemoryReader(store, encoder)
         self._decisions = DecisionStore(store)
+        self._facts = CustomerFacts(store, Profiles(store, HotState(redis_url)), self._decisions)
         scorer = NbaScorer(settings.nba_model_dir)
-        self._recommender = Recommender(encoder, scorer, BUILTIN_CATALOG)
+        self._recommender = Recommender(encoder, scorer)
+        self._catalogs = TenantCatalogs.load(
+            settings.catalogs_dir, check=self._recommender.check_catalog
+        )
         self._memories = settings.decision_memories
+        if settings.catalogs_dir is not None and settings.catalog_reload_s > 0:
+            watcher = CatalogWatcher(self._catalogs, settings.catalogs_dir)
+            threading.Thread(
+                target=watcher.run,
+                args=(settings.catalog_reload_s,),
+                name="memcrm-catalogs",
+                daemon=True,
+            ).start()
 
     def decide(
         self,
@@ -101,9 +130,11 @@ class RecommendationDeployment:
         """Decide, write the full decision record, and only then answer with it."""
         decided_at = datetime.now(UTC)
         view = request.as_of or decided_at
+        catalog = self._catalogs.get(tenant_id)
         with child_span("memcrm.recall", carrier, {"memcrm.top_k": self._memories}):
-            # One encoder pass: the context is both the recall query and a model input.
-            context_vector = self._reader.embed_query(request.context)
+            # One encoder pass: the context is the recall query, a model input, and its
+            # intent feeds the catalog's context weights.
+            intent, context_vector = self._understand(tenant_id, request.context)
             recalled = self._reader.recall_embedded(
                 tenant_id,
                 request.customer_id,
@@ -112,21 +143,88 @@ class RecommendationDeployment:
                 as_of=view,
                 query_text=request.context,
             )
+            inputs = self._facts.inputs(
+                tenant_id,
+                request.customer_id,
+                catalog,
+                DecisionContext(request.channel, view, request.context, intent),
+                as_of=request.as_of,
+            )
         with child_span(
             "memcrm.decide",
             carrier,
-            {"memcrm.memories": len(recalled)},
+            {
+                "memcrm.memories": len(recalled),
+                "memcrm.catalog_version": catalog.version,
+            },
             links=[r.memory.ingest_trace for r in recalled],
         ):
             audit = self._recommender.decide_audited(
-                recalled,
-                request.context,
-                request.channel,
-                request.top_n,
-                view,
-                context_embedding=context_vector,
+                recalled, inputs, request.top_n, context_embedding=context_vector
             )
         record = decision_record(request, audit, decided_at, view, trace_id)
         with child_span("memcrm.decision_record", carrier):
             self._decisions.save(tenant_id, record)
         return record
+
+    def _understand(self, tenant_id: str, context: str) -> tuple[str, NDArray[np.float32] | None]:
+        """The context's intent (its top intent when at least ``INTENT_MIN_CONFIDENCE``
+        confident, else "") and embedding (None for an empty context)."""
+        if not context.strip():
+            return "", None
+        intent_set = self._tenants.get(tenant_id).intents.set
+        out = self._model.run([context], intent_set=intent_set)
+        top = out.intents[0][0] if out.intents[0] else None
+        intent = top.name if top is not None and top.confidence >= INTENT_MIN_CONFIDENCE else ""
+        return intent, out.embeddings[0]
+
+
+# A context weight keyed on an intent applies when the current message's top intent is at
+# least this confident: below it the intent head is guessing among 77 labels.
+INTENT_MIN_CONFIDENCE = 0.5
+
+
+class CatalogWatcher:
+    """Reloads the tenant catalogs when a file in their directory changes (a reload re-reads
+    and re-validates every file; a refused file leaves its tenant on the catalog it had)."""
+
+    def __init__(self, catalogs: TenantCatalogs, directory: Path) -> None:
+        self._catalogs = catalogs
+        self._directory = directory
+        self._seen = self.fingerprint()
+
+    def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        """Name, size and modification time of every file: what a change would alter."""
+        try:
+            entries = sorted(self._directory.iterdir())
+        except OSError:
+            return ()
+        out = []
+        for path in entries:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            out.append((path.name, st.st_size, st.st_mtime_ns))
+        return tuple(out)
+
+    def check(self) -> bool:
+        """Reload when something changed since the last check; True when it reloaded."""
+        now = self.fingerprint()
+        if now == self._seen:
+            return False
+        self._seen = now
+        error = self._catalogs.reload()
+        if error is not None:
+            log.warning("memcrm.catalogs: %s", error.message)
+        else:
+            log.info("memcrm.catalogs: reloaded %s", self._directory)
+        return True
+
+    def run(self, every_s: float) -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                self.check()
+            except Exception:  # a watcher that dies silently would stop reloads for good
+                log.exception("memcrm.catalogs: reload failed")

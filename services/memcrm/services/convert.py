@@ -307,6 +307,11 @@ def record_msg(r: DecisionRecord) -> audit_pb2.DecisionRecord:
                 score=c.score,
                 rank=c.rank,
                 reason=c.reason,
+                context_weight=c.context_weight,
+                lever=c.lever,
+                filtered_by=c.filtered_by,
+                policy=c.policy,
+                reads_json=c.reads_json,
             )
             for c in r.considered
         ],
@@ -325,4 +330,5 @@ def record_msg(r: DecisionRecord) -> audit_pb2.DecisionRecord:
             )
             for o in r.outcomes
         ],
+        catalog_version=r.catalog_version,
     )

@@ -1,0 +1,136 @@
+"""What a decision reads about a customer (profile, contacts, outcomes, consent, attributes),
+from real stores, as of a moment."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from memcrm.core.types import Channel, Direction, Interaction, Outcome, TraceRef
+from memcrm.decisions.gather import CustomerFacts
+from memcrm.decisions.policy import DecisionContext
+from memcrm.decisions.tenant_catalog import builtin_catalog, parse_catalog
+from memcrm.interpret.pipeline import Interpreter
+from memcrm.memory.decisions import DecisionStore
+from memcrm.memory.embedded import EmbeddedStores
+from memcrm.memory.hot import HotState
+from memcrm.memory.ingest import Ingestor
+from memcrm.memory.migrate import migrate
+from memcrm.memory.profile import Profiles
+from memcrm.memory.store import MemoryStore
+from tests.integration.test_decision_store import record
+
+pytestmark = pytest.mark.integration
+
+TRACE = TraceRef("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+CATALOG = parse_catalog(
+    """
+version: 2
+attributes: {tier: string}
+actions:
+  - id: baggage_trace
+    title: Trace the bag
+    description: Open a baggage trace.
+    channels: [email]
+    value: 3.0
+""",
+    "t.yaml",
+)
+
+
+@pytest.fixture(scope="module")
+def store(stores: EmbeddedStores) -> Iterator[MemoryStore]:
+    migrate(stores.database_url)
+    s = MemoryStore(stores.database_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def hot(stores: EmbeddedStores) -> Iterator[HotState]:
+    h = HotState(stores.redis_url)
+    yield h
+    h.close()
+
+
+def said(i: str, text: str, at: datetime, **attributes: str) -> Interaction:
+    return Interaction(
+        interaction_id=i,
+        customer_id="alice",
+        channel=Channel.EMAIL,
+        direction=Direction.INBOUND,
+        occurred_at=at,
+        text=text,
+        attributes=attributes,
+    )
+
+
+def test_inputs_read_what_was_known_at_as_of(
+    store: MemoryStore, hot: HotState, interpreter: Interpreter
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    ingestor = Ingestor(store, hot, interpreter)
+    decisions = DecisionStore(store)
+    facts = CustomerFacts(store, Profiles(store, hot), decisions)
+
+    ingestor.ingest(
+        tenant,
+        [
+            said("a", "My suitcase never arrived in Boston.", T0, tier="silver"),
+            said("b", "Please contact me by email from now on.", T0 + timedelta(hours=1)),
+        ],
+        TRACE,
+    )
+    before_consent = datetime.now(UTC)
+    ingestor.ingest(
+        tenant,
+        [
+            said(
+                "c",
+                "Stop sending me offers.",
+                T0 + timedelta(hours=2),
+                **{"consent.marketing": "false", "tier": "gold"},
+            )
+        ],
+        TRACE,
+    )
+    decided = record("alice", T0 + timedelta(hours=3))
+    decided = replace(decided, request=replace(decided.request, channel=Channel.EMAIL))
+    decisions.save(tenant, decided)
+    before_outcome = datetime.now(UTC)
+    decisions.record_outcome(
+        tenant, decided.recommendation_id, "upgrade", Outcome.REJECTED, T0 + timedelta(hours=4)
+    )
+    context = DecisionContext(Channel.EMAIL, datetime.now(UTC), "any news?")
+
+    got = facts.inputs(tenant, "alice", CATALOG, context, as_of=None)
+    assert got.profile.interaction_count == 3
+    assert got.profile.preferred_channel is Channel.EMAIL
+    assert got.history.consent.marketing is False
+    assert got.history.consent.interaction_id == "c"
+    assert got.attributes == {"tier": "gold"}
+    assert [(c.action_id, c.channel) for c in got.history.contacts] == [("upgrade", Channel.EMAIL)]
+    assert [(o.action_id, o.outcome) for o in got.history.outcomes] == [
+        ("upgrade", Outcome.REJECTED)
+    ]
+
+    earlier = facts.inputs(tenant, "alice", CATALOG, context, as_of=before_consent)
+    assert earlier.profile.interaction_count == 2
+    assert earlier.history.consent.marketing is None
+    assert earlier.attributes == {"tier": "silver"}
+    assert earlier.history.outcomes == ()
+    between = facts.inputs(tenant, "alice", CATALOG, context, as_of=before_outcome)
+    assert between.history.consent.marketing is False
+    assert between.history.outcomes == ()
+
+    # Attributes the catalog does not declare are not read; an unknown customer is a blank.
+    assert facts.inputs(tenant, "alice", builtin_catalog(), context, as_of=None).attributes == {}
+    blank = facts.inputs(tenant, "nobody", CATALOG, context, as_of=None)
+    assert blank.profile.interaction_count == 0
+    assert blank.history.contacts == () and blank.history.consent.marketing is None
