@@ -172,9 +172,47 @@ def test_only_auditors_read_records(
                 audit_pb2.ListRecommendationsRequest(customer_id=customer), metadata=auth(key)
             )
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as err:
+            audit.ReplayRecommendation(
+                audit_pb2.ReplayRecommendationRequest(recommendation_id=nba.recommendation_id),
+                metadata=auth(key),
+            )
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(grpc.RpcError) as err:
         audit.GetRecommendation(
             audit_pb2.GetRecommendationRequest(recommendation_id="not-a-uuid"),
             metadata=auth(KEY_DEMO),
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_decision_replays_identically_after_the_customer_wrote_again(
+    channel: grpc.Channel, decided: tuple[str, recommendation_pb2.NextBestActionResponse]
+) -> None:
+    customer, nba = decided
+    # What happened after the decision must not change its replay.
+    ingestion_pb2_grpc.IngestionServiceStub(channel).Ingest(
+        ingestion_pb2.IngestRequest(
+            interaction=common_pb2.Interaction(
+                interaction_id=f"{customer}-later",
+                customer_id=customer,
+                channel=common_pb2.CHANNEL_EMAIL,
+                direction=common_pb2.DIRECTION_INBOUND,
+                occurred_at=ts(NOW - timedelta(hours=1)),
+                text="Thank you so much, the bag arrived and the crew were great!",
+            )
+        ),
+        metadata=auth(KEY_DEMO),
+    )
+    replay = audit_pb2_grpc.AuditServiceStub(channel).ReplayRecommendation(
+        audit_pb2.ReplayRecommendationRequest(recommendation_id=nba.recommendation_id),
+        metadata=auth(KEY_DEMO),
+    )
+    assert (replay.identical, replay.diff) == (True, "")
+    assert len(replay.trace_id) == 32
+    with pytest.raises(grpc.RpcError) as err:
+        audit_pb2_grpc.AuditServiceStub(channel).ReplayRecommendation(
+            audit_pb2.ReplayRecommendationRequest(recommendation_id=str(uuid.uuid4())),
+            metadata=auth(KEY_DEMO),
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND

@@ -53,7 +53,7 @@ class CustomerFacts:
         """The inputs of a decision at ``context.now`` knowing what was recorded by ``as_of``
         (None: now, and the profile may come from the hot state)."""
         view = as_of or context.now
-        seen = self._profiles.view(tenant_id, customer_id, as_of=as_of)
+        seen = self._profiles.view(tenant_id, customer_id, as_of=as_of, render_at=context.now)
         profile = ProfileFacts() if seen is None else ProfileFacts.from_profile(*seen)
         rows = self._decisions.outcome_history(tenant_id, customer_id, as_of=view)
         keys = sorted({CONSENT_MARKETING, *catalog.schema.attributes})

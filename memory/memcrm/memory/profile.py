@@ -663,18 +663,24 @@ class Profiles:
         return render(state, customer_id, now)
 
     def view(
-        self, tenant_id: str, customer_id: str, *, as_of: datetime | None = None
+        self,
+        tenant_id: str,
+        customer_id: str,
+        *,
+        as_of: datetime | None = None,
+        render_at: datetime | None = None,
     ) -> tuple[CustomerProfile, ProfileState] | None:
         """The profile and the state it renders (decisions read both); None for a customer
         with nothing recorded by ``as_of``. Now: from Redis when cached, without caching a
-        rebuild (``get`` does that); at ``as_of``: rebuilt from PostgreSQL."""
+        rebuild (``get`` does that); at ``as_of``: rebuilt from PostgreSQL. Rendered as at
+        ``render_at`` (default: ``as_of``, else now), so a replay renders the same profile."""
         check_id("customer_id", customer_id)
         state = None if as_of is not None else load_state(self._hot.profile(tenant_id, customer_id))
         if state is None:
             state = self.rebuild(tenant_id, customer_id, as_of=as_of)
         if state.interaction_count == 0:
             return None
-        moment = as_of or datetime.now(UTC)
+        moment = render_at or as_of or datetime.now(UTC)
         return render(state, customer_id, moment), state
 
     def rebuild(

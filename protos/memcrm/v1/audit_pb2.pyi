@@ -306,3 +306,52 @@ class ListRecommendationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListRecommendationsResponse: _TypeAlias = ListRecommendationsResponse  # noqa: Y015
+
+@_typing.final
+class ReplayRecommendationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECOMMENDATION_ID_FIELD_NUMBER: _builtins.int
+    recommendation_id: _builtins.str
+    """Required."""
+    def __init__(
+        self,
+        *,
+        recommendation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recommendation_id", b"recommendation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayRecommendationRequest: _TypeAlias = ReplayRecommendationRequest  # noqa: Y015
+
+@_typing.final
+class ReplayRecommendationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTICAL_FIELD_NUMBER: _builtins.int
+    DIFF_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    identical: _builtins.bool
+    """True when the recomputed decision equals the record field for field, bit for bit."""
+    diff: _builtins.str
+    """Empty when identical; otherwise one line per difference ("<field>: recorded <a>, replayed
+    <b>"), or "not replayed: <reason>" when the model or catalog version is no longer in effect.
+    """
+    trace_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        identical: _builtins.bool = ...,
+        diff: _builtins.str = ...,
+        trace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["diff", b"diff", "identical", b"identical", "trace_id", b"trace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayRecommendationResponse: _TypeAlias = ReplayRecommendationResponse  # noqa: Y015

@@ -45,6 +45,11 @@ class AuditServiceStub:
                 request_serializer=memcrm_dot_v1_dot_audit__pb2.ListRecommendationsRequest.SerializeToString,
                 response_deserializer=memcrm_dot_v1_dot_audit__pb2.ListRecommendationsResponse.FromString,
                 _registered_method=True)
+        self.ReplayRecommendation = channel.unary_unary(
+                '/memcrm.v1.AuditService/ReplayRecommendation',
+                request_serializer=memcrm_dot_v1_dot_audit__pb2.ReplayRecommendationRequest.SerializeToString,
+                response_deserializer=memcrm_dot_v1_dot_audit__pb2.ReplayRecommendationResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -65,6 +70,14 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplayRecommendation(self, request, context):
+        """Recomputes a decision from what was known at its as_of with the same model and catalog
+        versions, and says whether the result is identical to the record and, if not, what differs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +90,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.ListRecommendations,
                     request_deserializer=memcrm_dot_v1_dot_audit__pb2.ListRecommendationsRequest.FromString,
                     response_serializer=memcrm_dot_v1_dot_audit__pb2.ListRecommendationsResponse.SerializeToString,
+            ),
+            'ReplayRecommendation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayRecommendation,
+                    request_deserializer=memcrm_dot_v1_dot_audit__pb2.ReplayRecommendationRequest.FromString,
+                    response_serializer=memcrm_dot_v1_dot_audit__pb2.ReplayRecommendationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +152,33 @@ class AuditService:
             '/memcrm.v1.AuditService/ListRecommendations',
             memcrm_dot_v1_dot_audit__pb2.ListRecommendationsRequest.SerializeToString,
             memcrm_dot_v1_dot_audit__pb2.ListRecommendationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayRecommendation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memcrm.v1.AuditService/ReplayRecommendation',
+            memcrm_dot_v1_dot_audit__pb2.ReplayRecommendationRequest.SerializeToString,
+            memcrm_dot_v1_dot_audit__pb2.ReplayRecommendationResponse.FromString,
             options,
             channel_credentials,
             insecure,

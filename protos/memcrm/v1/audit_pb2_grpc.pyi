@@ -37,6 +37,10 @@ class AuditServiceStub:
     """The full record of one NextBestAction decision."""
     ListRecommendations: _grpc.UnaryUnaryMultiCallable[_audit_pb2.ListRecommendationsRequest, _audit_pb2.ListRecommendationsResponse]
     """A customer's decision records, newest first, a page at a time."""
+    ReplayRecommendation: _grpc.UnaryUnaryMultiCallable[_audit_pb2.ReplayRecommendationRequest, _audit_pb2.ReplayRecommendationResponse]
+    """Recomputes a decision from what was known at its as_of with the same model and catalog
+    versions, and says whether the result is identical to the record and, if not, what differs.
+    """
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
@@ -47,6 +51,10 @@ class AuditServiceAsyncStub(AuditServiceStub):
     """The full record of one NextBestAction decision."""
     ListRecommendations: _aio.UnaryUnaryMultiCallable[_audit_pb2.ListRecommendationsRequest, _audit_pb2.ListRecommendationsResponse]  # type: ignore[assignment]
     """A customer's decision records, newest first, a page at a time."""
+    ReplayRecommendation: _aio.UnaryUnaryMultiCallable[_audit_pb2.ReplayRecommendationRequest, _audit_pb2.ReplayRecommendationResponse]  # type: ignore[assignment]
+    """Recomputes a decision from what was known at its as_of with the same model and catalog
+    versions, and says whether the result is identical to the record and, if not, what differs.
+    """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     """Decision records for auditors. Requires the `auditor` role; read-only."""
@@ -66,5 +74,15 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.ListRecommendationsResponse, _abc.Awaitable[_audit_pb2.ListRecommendationsResponse]]:
         """A customer's decision records, newest first, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def ReplayRecommendation(
+        self,
+        request: _audit_pb2.ReplayRecommendationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.ReplayRecommendationResponse, _abc.Awaitable[_audit_pb2.ReplayRecommendationResponse]]:
+        """Recomputes a decision from what was known at its as_of with the same model and catalog
+        versions, and says whether the result is identical to the record and, if not, what differs.
+        """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

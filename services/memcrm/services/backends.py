@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +34,7 @@ from memcrm.core.types import (
 )
 from memcrm.decisions.policy import DecisionContext
 from memcrm.decisions.record import decision_record
+from memcrm.decisions.replay import Replay, cannot_replay, compare
 from memcrm.interpret.pipeline import Analysis, Interpreter
 from memcrm.memory.decisions import DecisionStore
 from memcrm.memory.hot import HotState
@@ -42,6 +44,7 @@ from memcrm.memory.recall import MemoryReader
 from memcrm.memory.store import MemoryStore
 
 if TYPE_CHECKING:
+    from memcrm.decisions.recommender import DecisionAudit
     from memcrm.decisions.tenant_catalog import TenantCatalogs
 
 log = logging.getLogger(__name__)
@@ -130,6 +133,46 @@ class RecommendationDeployment:
         """Decide, write the full decision record, and only then answer with it."""
         decided_at = datetime.now(UTC)
         view = request.as_of or decided_at
+        audit = self._audit(tenant_id, request, view, carrier)
+        record = decision_record(request, audit, decided_at, view, trace_id)
+        with child_span("memcrm.decision_record", carrier):
+            self._decisions.save(tenant_id, record)
+        return record
+
+    def replay(self, tenant_id: str, recommendation_id: str, carrier: dict[str, str]) -> Replay:
+        """Recompute a recorded decision from what was known at its ``as_of`` and compare."""
+        original = self._decisions.get(tenant_id, recommendation_id)
+        if original.model_version != self._recommender.model_version:
+            return cannot_replay(
+                f"it was decided by model {original.model_version}; this service runs "
+                f"{self._recommender.model_version}"
+            )
+        catalog_version = self._catalogs.get(tenant_id).version
+        if original.catalog_version != catalog_version:
+            return cannot_replay(
+                f"it was decided under catalog version {original.catalog_version!r}; the "
+                f"tenant's catalog is now version {catalog_version!r}"
+            )
+        # The original read the profile's hot state when it had no as_of; PostgreSQL rebuilds
+        # the same state as of the same moment.
+        request = replace(original.request, as_of=original.as_of)
+        audit = self._audit(tenant_id, request, original.as_of, carrier)
+        replayed = replace(
+            decision_record(
+                original.request, audit, original.decided_at, original.as_of, original.trace_id
+            ),
+            recommendation_id=original.recommendation_id,
+        )
+        return compare(original, replayed)
+
+    def _audit(
+        self,
+        tenant_id: str,
+        request: DecisionRequest,
+        view: datetime,
+        carrier: dict[str, str],
+    ) -> DecisionAudit:
+        """Recall, gather what is known about the customer and decide, as of ``view``."""
         catalog = self._catalogs.get(tenant_id)
         with child_span("memcrm.recall", carrier, {"memcrm.top_k": self._memories}):
             # One encoder pass: the context is the recall query, a model input, and its
@@ -159,13 +202,9 @@ class RecommendationDeployment:
             },
             links=[r.memory.ingest_trace for r in recalled],
         ):
-            audit = self._recommender.decide_audited(
+            return self._recommender.decide_audited(
                 recalled, inputs, request.top_n, context_embedding=context_vector
             )
-        record = decision_record(request, audit, decided_at, view, trace_id)
-        with child_span("memcrm.decision_record", carrier):
-            self._decisions.save(tenant_id, record)
-        return record
 
     def _understand(self, tenant_id: str, context: str) -> tuple[str, NDArray[np.float32] | None]:
         """The context's intent (its top intent when at least ``INTENT_MIN_CONFIDENCE``

@@ -43,6 +43,7 @@ from memcrm.core.validation import (
     check_interaction,
     check_text,
 )
+from memcrm.decisions.replay import Replay
 from memcrm.memory.decisions import DecisionStore
 from memcrm.memory.hot import HotState
 from memcrm.memory.profile import Profiles
@@ -389,5 +390,27 @@ class Gateway:
             "auditor",
             grpc_context,
             audit_pb2.ListRecommendationsResponse,
+            work,
+        )
+
+    async def ReplayRecommendation(  # noqa: N802
+        self, request: audit_pb2.ReplayRecommendationRequest, grpc_context: RayServegRPCContext
+    ) -> audit_pb2.ReplayRecommendationResponse:
+        async def work(p: Principal, span: Span) -> audit_pb2.ReplayRecommendationResponse:
+            check_id("recommendation_id", request.recommendation_id)
+            set_attributes(span, {"memcrm.recommendation_id": request.recommendation_id})
+            replay: Replay = await self._recommendation.replay.remote(
+                p.tenant_id, request.recommendation_id, current_carrier()
+            )
+            set_attributes(span, {"memcrm.replay.identical": replay.identical})
+            return audit_pb2.ReplayRecommendationResponse(
+                identical=replay.identical, diff=replay.diff, trace_id=trace_ref(span).trace_id
+            )
+
+        return await self._serve(
+            "memcrm.v1.AuditService/ReplayRecommendation",
+            "auditor",
+            grpc_context,
+            audit_pb2.ReplayRecommendationResponse,
             work,
         )
