@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -17,6 +17,7 @@ from memcrm.core.settings import Settings
 from memcrm.memory.embedded import EmbeddedStores
 from memcrm.memory.migrate import migrate
 from memcrm.services.run import ServeRuntime
+from memcrm.v1 import common_pb2
 from tests.e2e.otlp import OtlpCollector
 
 KEY_DEMO = "memcrm-dev"
@@ -39,6 +40,23 @@ def ts(value: datetime) -> Timestamp:
     t = Timestamp()
     t.FromDatetime(value)
     return t
+
+
+def history(
+    customer: str, texts: list[str], *, channel: int, first: datetime, every: timedelta
+) -> list[common_pb2.Interaction]:
+    """Inbound interactions ``<customer>-<i>`` of the customer, ``every`` apart from ``first``."""
+    return [
+        common_pb2.Interaction(
+            interaction_id=f"{customer}-{i}",
+            customer_id=customer,
+            channel=channel,  # type: ignore[arg-type]
+            direction=common_pb2.DIRECTION_INBOUND,
+            occurred_at=ts(first + i * every),
+            text=text,
+        )
+        for i, text in enumerate(texts)
+    ]
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ from memcrm.v1 import (
     recommendation_pb2,
     recommendation_pb2_grpc,
 )
-from tests.e2e.conftest import KEY_DEMO, KEY_OTHER, KEY_READER, auth, ts
+from tests.e2e.conftest import KEY_DEMO, KEY_OTHER, KEY_READER, auth, history, ts
 
 pytestmark = pytest.mark.e2e
 
@@ -38,17 +38,13 @@ def decided(
     ingest = ingestion_pb2_grpc.IngestionServiceStub(channel)
     ingest.IngestBatch(
         ingestion_pb2.IngestBatchRequest(
-            interactions=[
-                common_pb2.Interaction(
-                    interaction_id=f"{customer}-{i}",
-                    customer_id=customer,
-                    channel=common_pb2.CHANNEL_SOCIAL,
-                    direction=common_pb2.DIRECTION_INBOUND,
-                    occurred_at=ts(NOW - timedelta(days=5 - i)),
-                    text=text,
-                )
-                for i, text in enumerate(HISTORY)
-            ]
+            interactions=history(
+                customer,
+                HISTORY,
+                channel=common_pb2.CHANNEL_SOCIAL,
+                first=NOW - timedelta(days=5),
+                every=timedelta(days=1),
+            )
         ),
         metadata=auth(KEY_DEMO),
     )

@@ -22,7 +22,7 @@ from memcrm.v1 import (
     recommendation_pb2,
     recommendation_pb2_grpc,
 )
-from tests.e2e.conftest import KEY_DEMO, KEY_OTHER, auth, ts
+from tests.e2e.conftest import KEY_DEMO, KEY_OTHER, auth, history
 
 pytestmark = pytest.mark.e2e
 
@@ -50,17 +50,13 @@ REBOOK = """  - id: rebooking_assist
 def ingest(channel: grpc.Channel, key: str, customer: str, texts: list[str]) -> None:
     ingestion_pb2_grpc.IngestionServiceStub(channel).IngestBatch(
         ingestion_pb2.IngestBatchRequest(
-            interactions=[
-                common_pb2.Interaction(
-                    interaction_id=f"{customer}-{i}",
-                    customer_id=customer,
-                    channel=common_pb2.CHANNEL_EMAIL,
-                    direction=common_pb2.DIRECTION_INBOUND,
-                    occurred_at=ts(NOW - timedelta(days=3 - i)),
-                    text=text,
-                )
-                for i, text in enumerate(texts)
-            ]
+            interactions=history(
+                customer,
+                texts,
+                channel=common_pb2.CHANNEL_EMAIL,
+                first=NOW - timedelta(days=3),
+                every=timedelta(days=1),
+            )
         ),
         metadata=auth(key),
     )

@@ -4,7 +4,6 @@ from real stores, as of a moment."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -16,10 +15,8 @@ from memcrm.decisions.policy import DecisionContext
 from memcrm.decisions.tenant_catalog import builtin_catalog, parse_catalog
 from memcrm.interpret.pipeline import Interpreter
 from memcrm.memory.decisions import DecisionStore
-from memcrm.memory.embedded import EmbeddedStores
 from memcrm.memory.hot import HotState
 from memcrm.memory.ingest import Ingestor
-from memcrm.memory.migrate import migrate
 from memcrm.memory.profile import Profiles
 from memcrm.memory.store import MemoryStore
 from tests.integration.test_decision_store import record
@@ -42,21 +39,6 @@ actions:
 """,
     "t.yaml",
 )
-
-
-@pytest.fixture(scope="module")
-def store(stores: EmbeddedStores) -> Iterator[MemoryStore]:
-    migrate(stores.database_url)
-    s = MemoryStore(stores.database_url)
-    yield s
-    s.close()
-
-
-@pytest.fixture(scope="module")
-def hot(stores: EmbeddedStores) -> Iterator[HotState]:
-    h = HotState(stores.redis_url)
-    yield h
-    h.close()
 
 
 def said(i: str, text: str, at: datetime, **attributes: str) -> Interaction:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +14,6 @@ from memcrm.interpret.pipeline import Interpreter
 from memcrm.memory.embedded import EmbeddedStores
 from memcrm.memory.hot import HotState
 from memcrm.memory.ingest import Ingestor
-from memcrm.memory.migrate import migrate
 from memcrm.memory.recall import MemoryReader
 from memcrm.memory.store import MemoryStore
 from memcrm.models.encoder import Encoder
@@ -24,14 +22,6 @@ pytestmark = pytest.mark.integration
 
 TRACE = TraceRef("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def store(stores: EmbeddedStores) -> Iterator[MemoryStore]:
-    migrate(stores.database_url)
-    s = MemoryStore(stores.database_url)
-    yield s
-    s.close()
 
 
 @pytest.fixture(scope="module")

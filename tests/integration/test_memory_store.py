@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -26,21 +25,6 @@ pytestmark = pytest.mark.integration
 
 TRACE = TraceRef("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
 T0 = datetime(2015, 2, 17, 9, 30, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def store(stores: EmbeddedStores) -> Iterator[MemoryStore]:
-    migrate(stores.database_url)
-    s = MemoryStore(stores.database_url)
-    yield s
-    s.close()
-
-
-@pytest.fixture(scope="module")
-def hot(stores: EmbeddedStores) -> Iterator[HotState]:
-    h = HotState(stores.redis_url)
-    yield h
-    h.close()
 
 
 @pytest.fixture
