@@ -212,3 +212,26 @@ def test_a_decision_replays_identically_after_the_customer_wrote_again(
             metadata=auth(KEY_DEMO),
         )
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_the_record_keeps_the_context_under_the_tenants_pii_policy(channel: grpc.Channel) -> None:
+    customer = f"pii-{uuid.uuid4().hex[:8]}"
+    nba = recommendation_pb2_grpc.RecommendationServiceStub(channel).NextBestAction(
+        recommendation_pb2.NextBestActionRequest(
+            customer_id=customer, context="card 4111 1111 1111 1111 was charged twice", top_n=1
+        ),
+        metadata=auth(KEY_DEMO),
+    )
+    record = (
+        audit_pb2_grpc.AuditServiceStub(channel)
+        .GetRecommendation(
+            audit_pb2.GetRecommendationRequest(recommendation_id=nba.recommendation_id),
+            metadata=auth(KEY_DEMO),
+        )
+        .record
+    )
+    assert "4111" not in record.request.context
+    assert record.request.context.startswith("card ") and "charged twice" in record.request.context
+    for action in nba.actions:
+        assert "4111" not in action.explanation.summary
+        assert all("4111" not in f.value for f in action.explanation.features)

@@ -76,6 +76,15 @@ def test_a_tenant_may_store_text_as_is_and_name_its_products(configured: Interpr
     assert {"payment_card", "competitor"} <= {e.type for e in screened.entities}
 
 
+def test_a_decision_context_is_redacted_like_a_memory(configured: Interpreter) -> None:
+    assert (
+        configured.redacted_text("demo", COMPLAINT)
+        == configured.screen("demo", message(COMPLAINT)).interaction.text
+    )
+    assert "4111" not in configured.redacted_text("demo", COMPLAINT)
+    assert configured.redacted_text("acme", COMPLAINT) == COMPLAINT
+
+
 def test_understanding_a_complaint(configured: Interpreter) -> None:
     screened = [configured.screen("demo", message(COMPLAINT))]
     (understood,) = configured.interpret("demo", screened)

@@ -133,6 +133,12 @@ class Interpreter:
             issues=config.issues.enabled,
         )
 
+    def redacted_text(self, tenant_id: str, text: str) -> str:
+        """``text`` under the tenant's PII policy, as it would be stored and embedded (what a
+        decision keeps of its current message)."""
+        tools = self._tools_for(tenant_id)
+        return redact(text, tools.detector.detect(text), tools.policy).text
+
     def screen(self, tenant_id: str, interaction: Interaction) -> Screened:
         tools = self._tools_for(tenant_id)
         body = redact(interaction.text, tools.detector.detect(interaction.text), tools.policy)

@@ -104,6 +104,9 @@ class RecommendationDeployment:
         # its embedding (recall query and model input) and its intent (context weights).
         self._model = EnrichmentModel(intents_dir=settings.intents_dir, encoder=encoder)
         self._tenants = TenantConfigs.load(settings.tenants_dir)
+        # The current message is held to the tenant's PII policy like a memory: redacted
+        # before it is embedded, recalled with or written into the decision record.
+        self._interpreter = Interpreter(self._model, self._tenants)
         store = MemoryStore(database_url, max_size=settings.db_pool_max)
         self._reader = MemoryReader(store, encoder)
         self._decisions = DecisionStore(store)
@@ -131,6 +134,9 @@ class RecommendationDeployment:
         carrier: dict[str, str],
     ) -> DecisionRecord:
         """Decide, write the full decision record, and only then answer with it."""
+        request = replace(
+            request, context=self._interpreter.redacted_text(tenant_id, request.context)
+        )
         decided_at = datetime.now(UTC)
         view = request.as_of or decided_at
         audit = self._audit(tenant_id, request, view, carrier)
