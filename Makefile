@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help install run test lint typecheck protos protos-check buf-lint train eval-enrichment eval-memory bench-scale clean
+.PHONY: help install run test lint typecheck protos protos-check buf-lint train eval-enrichment eval-memory bench-scale bench-nba clean
 
 help: ## List the targets with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ eval-memory: $(STAMP) ## LoCoMo evidence recall via gRPC vs BM25 and dense basel
 
 bench-scale: $(STAMP) ## Recall/SearchMemories over 1M memories: gRPC vs bare SQL (long; one JSON; ARGS=...)
 	@$(PY) scripts/bench_scale.py $(ARGS)
+
+bench-nba: $(STAMP) ## NextBestAction p50/p99 and decisions/s beside Echo on a running service (one JSON; ARGS=...)
+	@$(PY) scripts/bench_nba.py $(ARGS)
 
 clean: ## Remove the virtualenv, tools and local data
 	rm -rf $(VENV) .tools .memcrm .mypy_cache .ruff_cache .pytest_cache

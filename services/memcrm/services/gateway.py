@@ -51,7 +51,13 @@ from memcrm.memory.recall import MemoryReader
 from memcrm.memory.store import MemoryStore
 from memcrm.services import convert
 from memcrm.services.status import to_status
-from memcrm.v1 import audit_pb2, ingestion_pb2, memory_pb2, recommendation_pb2
+from memcrm.v1 import (
+    audit_pb2,
+    diagnostics_pb2,
+    ingestion_pb2,
+    memory_pb2,
+    recommendation_pb2,
+)
 
 log = logging.getLogger(__name__)
 
@@ -412,5 +418,24 @@ class Gateway:
             "auditor",
             grpc_context,
             audit_pb2.ReplayRecommendationResponse,
+            work,
+        )
+
+    # DiagnosticsService -------------------------------------------------------------------
+
+    async def Echo(  # noqa: N802
+        self, request: diagnostics_pb2.EchoRequest, grpc_context: RayServegRPCContext
+    ) -> diagnostics_pb2.EchoResponse:
+        """No memcrm work, the whole path of every RPC: the baseline of latency benchmarks."""
+
+        async def work(p: Principal, span: Span) -> diagnostics_pb2.EchoResponse:
+            message = check_text("message", request.message)
+            return diagnostics_pb2.EchoResponse(message=message, trace_id=trace_ref(span).trace_id)
+
+        return await self._serve(
+            "memcrm.v1.DiagnosticsService/Echo",
+            "reader",
+            grpc_context,
+            diagnostics_pb2.EchoResponse,
             work,
         )
