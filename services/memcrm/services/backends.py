@@ -45,7 +45,7 @@ from memcrm.memory.store import MemoryStore
 
 if TYPE_CHECKING:
     from memcrm.decisions.recommender import DecisionAudit
-    from memcrm.decisions.tenant_catalog import TenantCatalogs
+    from memcrm.decisions.tenant_catalog import TenantCatalog, TenantCatalogs
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +97,17 @@ class RecommendationDeployment:
         from memcrm.models.encoder import Encoder
         from memcrm.models.enrichment import EnrichmentModel
         from memcrm.models.nba import NbaScorer
+        from memcrm.models.query_encoder import QueryEncoder
 
         configure_tracing("recommendation")
-        encoder = Encoder()
-        # The context is understood as ingestion understands a message: one encoder pass gives
-        # its embedding (recall query and model input) and its intent (context weights).
+        # A decision encodes one short message: one thread (see Encoder).
+        encoder = Encoder(threads=1)
+        # The context's embedding is the recall query and a model input. When the tenant's
+        # catalog weighs actions by the context's intent, the context is understood as
+        # ingestion understands a message (one pass: embedding and intent); otherwise the
+        # query encoder's fast path gives the embedding alone.
         self._model = EnrichmentModel(intents_dir=settings.intents_dir, encoder=encoder)
+        self._query_encoder = QueryEncoder(encoder, precision=settings.query_encoder_precision)
         self._tenants = TenantConfigs.load(settings.tenants_dir)
         # The current message is held to the tenant's PII policy like a memory: redacted
         # before it is embedded, recalled with or written into the decision record.
@@ -183,7 +188,7 @@ class RecommendationDeployment:
         with child_span("memcrm.recall", carrier, {"memcrm.top_k": self._memories}):
             # One encoder pass: the context is the recall query, a model input, and its
             # intent feeds the catalog's context weights.
-            intent, context_vector = self._understand(tenant_id, request.context)
+            intent, context_vector = self._understand(tenant_id, request.context, catalog)
             recalled = self._reader.recall_embedded(
                 tenant_id,
                 request.customer_id,
@@ -212,11 +217,16 @@ class RecommendationDeployment:
                 recalled, inputs, request.top_n, context_embedding=context_vector
             )
 
-    def _understand(self, tenant_id: str, context: str) -> tuple[str, NDArray[np.float32] | None]:
-        """The context's intent (its top intent when at least ``INTENT_MIN_CONFIDENCE``
-        confident, else "") and embedding (None for an empty context)."""
+    def _understand(
+        self, tenant_id: str, context: str, catalog: TenantCatalog
+    ) -> tuple[str, NDArray[np.float32] | None]:
+        """The context's intent and embedding (None for an empty context). The intent is read
+        only for a catalog with intent-keyed context weights: its top intent when at least
+        ``INTENT_MIN_CONFIDENCE`` confident, else ""."""
         if not context.strip():
             return "", None
+        if not any(w.intent is not None for w in catalog.context_weights):
+            return "", self._query_encoder.encode([context])[0]
         intent_set = self._tenants.get(tenant_id).intents.set
         out = self._model.run([context], intent_set=intent_set)
         top = out.intents[0][0] if out.intents[0] else None
