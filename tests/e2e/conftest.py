@@ -81,8 +81,14 @@ def catalogs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def model_registry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The service's model registry (empty: only the default model)."""
+    return tmp_path_factory.mktemp("registry")
+
+
+@pytest.fixture(scope="session")
 def service(
-    stores: EmbeddedStores, collector: OtlpCollector, catalogs_dir: Path
+    stores: EmbeddedStores, collector: OtlpCollector, catalogs_dir: Path, model_registry_dir: Path
 ) -> Iterator[ServeRuntime]:
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
@@ -99,6 +105,7 @@ def service(
         redis_url=stores.redis_url,
         catalogs_dir=catalogs_dir,
         catalog_reload_s=0.5,
+        model_registry_dir=model_registry_dir,
     )
     migrate(stores.database_url)
     runtime = ServeRuntime(settings, stores.database_url, stores.redis_url)

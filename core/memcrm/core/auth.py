@@ -41,7 +41,8 @@ class KeyRing:
 
     @classmethod
     def dev_default(cls) -> KeyRing:
-        return cls({_digest(DEV_KEY): Principal(DEV_TENANT, frozenset(ROLES))})
+        digest = _digest(DEV_KEY)
+        return cls({digest: Principal(DEV_TENANT, frozenset(ROLES), key_id(digest))})
 
     @classmethod
     def from_document(cls, text: str, source: str) -> KeyRing:
@@ -71,7 +72,7 @@ class KeyRing:
                 raise ConfigError(f"{where}.roles: unknown roles {bad}; known: {sorted(ROLES)}")
             if digest in entries:
                 raise ConfigError(f"{where}: the same key is listed twice")
-            entries[digest] = Principal(tenant, frozenset(roles))
+            entries[digest] = Principal(tenant, frozenset(roles), key_id(digest))
         return cls(entries)
 
     @classmethod
@@ -133,3 +134,9 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]]) -> str:
 def require(principal: Principal, role: str) -> None:
     if role not in principal.roles:
         raise PermissionDenied(f"this API key lacks the {role!r} role")
+
+
+def key_id(digest: str) -> str:
+    """A key's public identifier in records (e.g. who activated a model): the first 12 hex
+    characters of its sha256, which says which configured key acted and reveals nothing."""
+    return f"key:{digest[:12]}"

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("../shared/data")
     # Folder holding the next-best-action model (nba.pt + nba.json); unset: the shipped one.
     nba_model_dir: Path | None = None
+    # Registered next-best-action model versions, one <version>/ folder each
+    # (memcrm.models.registry); tenants are served the default model (above) until an admin
+    # activates another (ModelService.ActivateModel).
+    model_registry_dir: Path | None = None
     # Tenant action catalogs, one <tenant>.yaml each (memcrm.decisions.tenant_catalog); tenants
     # without a file get the built-in airline catalog. Re-read every catalog_reload_s seconds
     # when a file changed (0: only at start-up); a file that fails validation is refused and

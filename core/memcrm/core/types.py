@@ -50,6 +50,7 @@ class Principal:
 
     tenant_id: str
     roles: frozenset[str]
+    key_id: str = ""  # memcrm.core.auth.key_id of the API key: who acted, in records
 
 
 @dataclass(frozen=True, slots=True)

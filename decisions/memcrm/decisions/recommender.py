@@ -137,6 +137,10 @@ class Recommender:
     def model_version(self) -> str:
         return self._scorer.version
 
+    @property
+    def model_sha256(self) -> str:
+        return self._scorer.sha256
+
     def check_catalog(self, catalog: TenantCatalog) -> None:
         """Refuse a catalog with actions the propensity model cannot score (ConfigError)."""
         missing = [a for a in catalog.action_ids if a not in self._columns]

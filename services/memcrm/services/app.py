@@ -21,6 +21,7 @@ SERVICER_FUNCTIONS = [
     "memcrm.v1.recommendation_pb2_grpc.add_RecommendationServiceServicer_to_server",
     "memcrm.v1.audit_pb2_grpc.add_AuditServiceServicer_to_server",
     "memcrm.v1.diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server",
+    "memcrm.v1.models_pb2_grpc.add_ModelServiceServicer_to_server",
 ]
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 from ray import serve
 
-from memcrm.core.errors import InvalidArgument
+from memcrm.core.errors import ConfigError, InvalidArgument, NotFound
 from memcrm.core.settings import Settings
 from memcrm.core.tenants import TenantConfigs
 from memcrm.core.tracing import child_span, configure_tracing
@@ -36,6 +36,7 @@ from memcrm.decisions.policy import DecisionContext
 from memcrm.decisions.record import decision_record
 from memcrm.decisions.replay import Replay, cannot_replay, compare
 from memcrm.interpret.pipeline import Analysis, Interpreter
+from memcrm.memory.activations import Activation, Activations
 from memcrm.memory.decisions import DecisionStore
 from memcrm.memory.hot import HotState
 from memcrm.memory.ingest import Ingestor
@@ -44,8 +45,9 @@ from memcrm.memory.recall import MemoryReader
 from memcrm.memory.store import MemoryStore
 
 if TYPE_CHECKING:
-    from memcrm.decisions.recommender import DecisionAudit
+    from memcrm.decisions.recommender import DecisionAudit, Recommender
     from memcrm.decisions.tenant_catalog import TenantCatalog, TenantCatalogs
+    from memcrm.models.registry import ModelEntry
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +94,11 @@ class IngestionDeployment:
 class RecommendationDeployment:
     def __init__(self, settings: Settings, database_url: str, redis_url: str) -> None:
         from memcrm.decisions.gather import CustomerFacts
-        from memcrm.decisions.recommender import Recommender
         from memcrm.decisions.tenant_catalog import TenantCatalogs
         from memcrm.models.encoder import Encoder
         from memcrm.models.enrichment import EnrichmentModel
-        from memcrm.models.nba import NbaScorer
         from memcrm.models.query_encoder import QueryEncoder
+        from memcrm.models.registry import ModelRegistry
 
         configure_tracing("recommendation")
         # A decision encodes one short message: one thread (see Encoder).
@@ -116,11 +117,15 @@ class RecommendationDeployment:
         self._reader = MemoryReader(store, encoder)
         self._decisions = DecisionStore(store)
         self._facts = CustomerFacts(store, Profiles(store, HotState(redis_url)), self._decisions)
-        scorer = NbaScorer(settings.nba_model_dir)
-        self._recommender = Recommender(encoder, scorer)
-        self._catalogs = TenantCatalogs.load(
-            settings.catalogs_dir, check=self._recommender.check_catalog
-        )
+        self._encoder = encoder
+        self._registry = ModelRegistry(settings.model_registry_dir, settings.nba_model_dir)
+        self._activations = Activations(store)
+        self._recommenders: dict[str, Recommender] = {}
+        self._active: dict[str, tuple[str, float]] = {}  # tenant -> (version, read at)
+        self._lock = threading.Lock()
+        default = self._recommender_of(self._registry.default.version)
+        # Catalog files must be scorable by the default model; an activation checks its own.
+        self._catalogs = TenantCatalogs.load(settings.catalogs_dir, check=default.check_catalog)
         self._memories = settings.decision_memories
         if settings.catalogs_dir is not None and settings.catalog_reload_s > 0:
             watcher = CatalogWatcher(self._catalogs, settings.catalogs_dir)
@@ -144,7 +149,7 @@ class RecommendationDeployment:
         )
         decided_at = datetime.now(UTC)
         view = request.as_of or decided_at
-        audit = self._audit(tenant_id, request, view, carrier)
+        audit = self._audit(tenant_id, request, view, carrier, self._serving(tenant_id))
         record = decision_record(request, audit, decided_at, view, trace_id)
         with child_span("memcrm.decision_record", carrier):
             self._decisions.save(tenant_id, record)
@@ -153,10 +158,16 @@ class RecommendationDeployment:
     def replay(self, tenant_id: str, recommendation_id: str, carrier: dict[str, str]) -> Replay:
         """Recompute a recorded decision from what was known at its ``as_of`` and compare."""
         original = self._decisions.get(tenant_id, recommendation_id)
-        if original.model_version != self._recommender.model_version:
+        try:
+            recommender = self._recommender_of(original.model_version)
+        except NotFound:
             return cannot_replay(
-                f"it was decided by model {original.model_version}; this service runs "
-                f"{self._recommender.model_version}"
+                f"model {original.model_version}, which decided it, is not in the registry"
+            )
+        if recommender.model_sha256 != original.model_sha256:
+            return cannot_replay(
+                f"model {original.model_version} in the registry has sha256 "
+                f"{recommender.model_sha256}, the decision's had {original.model_sha256}"
             )
         catalog_version = self._catalogs.get(tenant_id).version
         if original.catalog_version != catalog_version:
@@ -167,7 +178,7 @@ class RecommendationDeployment:
         # The original read the profile's hot state when it had no as_of; PostgreSQL rebuilds
         # the same state as of the same moment.
         request = replace(original.request, as_of=original.as_of)
-        audit = self._audit(tenant_id, request, original.as_of, carrier)
+        audit = self._audit(tenant_id, request, original.as_of, carrier, recommender)
         replayed = replace(
             decision_record(
                 original.request, audit, original.decided_at, original.as_of, original.trace_id
@@ -182,6 +193,7 @@ class RecommendationDeployment:
         request: DecisionRequest,
         view: datetime,
         carrier: dict[str, str],
+        recommender: Recommender,
     ) -> DecisionAudit:
         """Recall, gather what is known about the customer and decide, as of ``view``."""
         catalog = self._catalogs.get(tenant_id)
@@ -213,9 +225,56 @@ class RecommendationDeployment:
             },
             links=[r.memory.ingest_trace for r in recalled],
         ):
-            return self._recommender.decide_audited(
+            return recommender.decide_audited(
                 recalled, inputs, request.top_n, context_embedding=context_vector
             )
+
+    def models(self, tenant_id: str) -> tuple[list[ModelEntry], str]:
+        """Every registered model version, and the one serving the tenant."""
+        return self._registry.entries(), self._serving(tenant_id).model_version
+
+    def activate(self, tenant_id: str, version: str, by: str) -> tuple[Activation, str]:
+        """Serve ``version`` to the tenant from its next decision on; returns the activation
+        and the version it replaces. Refused (ConfigError as InvalidArgument) when the model
+        cannot score the tenant's catalog."""
+        if not version:
+            raise InvalidArgument("version", "is required")
+        recommender = self._recommender_of(version)  # NotFound for an unknown version
+        try:
+            recommender.check_catalog(self._catalogs.get(tenant_id))
+        except ConfigError as exc:
+            raise InvalidArgument("version", exc.message) from None
+        previous = self._serving(tenant_id).model_version
+        activation = self._activations.activate(tenant_id, version, by)
+        with self._lock:
+            self._active[tenant_id] = (version, time.monotonic())
+        return activation, previous
+
+    def _serving(self, tenant_id: str) -> Recommender:
+        """The recommender of the tenant's active model version (re-read at most every
+        ``ACTIVE_VERSION_TTL_S``: another replica may have activated a new one)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._active.get(tenant_id)
+        if cached is None or now - cached[1] > ACTIVE_VERSION_TTL_S:
+            active = self._activations.active(tenant_id)
+            version = self._registry.default.version if active is None else active.version
+            with self._lock:
+                self._active[tenant_id] = (version, now)
+        else:
+            version = cached[0]
+        return self._recommender_of(version)
+
+    def _recommender_of(self, version: str) -> Recommender:
+        from memcrm.decisions.recommender import Recommender
+
+        with self._lock:
+            recommender = self._recommenders.get(version)
+        if recommender is None:
+            recommender = Recommender(self._encoder, self._registry.scorer(version))
+            with self._lock:
+                recommender = self._recommenders.setdefault(version, recommender)
+        return recommender
 
     def _understand(
         self, tenant_id: str, context: str, catalog: TenantCatalog
@@ -233,6 +292,9 @@ class RecommendationDeployment:
         intent = top.name if top is not None and top.confidence >= INTENT_MIN_CONFIDENCE else ""
         return intent, out.embeddings[0]
 
+
+# How stale a replica's view of a tenant's active model version may get.
+ACTIVE_VERSION_TTL_S = 1.0
 
 # A context weight keyed on an intent applies when the current message's top intent is at
 # least this confident: below it the intent head is guessing among 77 labels.

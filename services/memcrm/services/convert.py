@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -24,7 +26,17 @@ from memcrm.core.types import (
     RecommendedAction,
 )
 from memcrm.core.validation import check_channel, check_direction
-from memcrm.v1 import audit_pb2, common_pb2, ingestion_pb2, memory_pb2, recommendation_pb2
+from memcrm.v1 import (
+    audit_pb2,
+    common_pb2,
+    ingestion_pb2,
+    memory_pb2,
+    models_pb2,
+    recommendation_pb2,
+)
+
+if TYPE_CHECKING:
+    from memcrm.models.registry import ModelEntry
 
 
 def timestamp(value: datetime) -> Timestamp:
@@ -331,4 +343,15 @@ def record_msg(r: DecisionRecord) -> audit_pb2.DecisionRecord:
             for o in r.outcomes
         ],
         catalog_version=r.catalog_version,
+    )
+
+
+def model_version_msg(e: ModelEntry) -> models_pb2.ModelVersion:
+    return models_pb2.ModelVersion(
+        version=e.version,
+        sha256=e.sha256,
+        created_at=e.created_at,
+        default=e.default,
+        metrics_json=json.dumps(e.metrics, sort_keys=True),
+        training_data_json=json.dumps(e.training_data, sort_keys=True),
     )

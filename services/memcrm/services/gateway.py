@@ -56,6 +56,7 @@ from memcrm.v1 import (
     diagnostics_pb2,
     ingestion_pb2,
     memory_pb2,
+    models_pb2,
     recommendation_pb2,
 )
 
@@ -418,6 +419,54 @@ class Gateway:
             "auditor",
             grpc_context,
             audit_pb2.ReplayRecommendationResponse,
+            work,
+        )
+
+    # ModelService ---------------------------------------------------------------------------
+
+    async def ListModels(  # noqa: N802
+        self, request: models_pb2.ListModelsRequest, grpc_context: RayServegRPCContext
+    ) -> models_pb2.ListModelsResponse:
+        async def work(p: Principal, span: Span) -> models_pb2.ListModelsResponse:
+            entries, active = await self._recommendation.models.remote(p.tenant_id)
+            return models_pb2.ListModelsResponse(
+                models=[convert.model_version_msg(e) for e in entries],
+                active_version=active,
+                trace_id=trace_ref(span).trace_id,
+            )
+
+        return await self._serve(
+            "memcrm.v1.ModelService/ListModels",
+            "admin",
+            grpc_context,
+            models_pb2.ListModelsResponse,
+            work,
+        )
+
+    async def ActivateModel(  # noqa: N802
+        self, request: models_pb2.ActivateModelRequest, grpc_context: RayServegRPCContext
+    ) -> models_pb2.ActivateModelResponse:
+        async def work(p: Principal, span: Span) -> models_pb2.ActivateModelResponse:
+            check_text("version", request.version)
+            activation, previous = await self._recommendation.activate.remote(
+                p.tenant_id, request.version, p.key_id
+            )
+            set_attributes(
+                span,
+                {"memcrm.model_version": activation.version, "memcrm.previous_version": previous},
+            )
+            return models_pb2.ActivateModelResponse(
+                version=activation.version,
+                previous_version=previous,
+                activated_at=convert.timestamp(activation.activated_at),
+                trace_id=trace_ref(span).trace_id,
+            )
+
+        return await self._serve(
+            "memcrm.v1.ModelService/ActivateModel",
+            "admin",
+            grpc_context,
+            models_pb2.ActivateModelResponse,
             work,
         )
 
