@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help install run test lint typecheck protos protos-check buf-lint train eval-enrichment eval-memory bench-scale bench-nba clean
+.PHONY: help install run test lint typecheck protos protos-check buf-lint train train-nba eval-enrichment eval-memory bench-scale bench-nba clean
 
 help: ## List the targets with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ protos-check: protos ## Fail when the committed generated code differs from the 
 train: $(STAMP) ## Rebuild every shipped model from ../shared/data (MEMCRM_DATA_DIR) with fixed seeds
 	$(PY) -m memcrm.models.train_enrichment all
 	$(PY) -m memcrm.models.train_nba
+
+train-nba: $(STAMP) ## Fine-tune TENANT's active NBA model on its recorded outcomes; register the version
+	$(PY) -m memcrm.models.train_outcomes --tenant $(or $(TENANT),demo)
 
 eval-enrichment: $(STAMP) ## Interpretation heads vs TF-IDF+LR baselines on held-out data (one JSON)
 	$(PY) -m memcrm.models.eval_enrichment

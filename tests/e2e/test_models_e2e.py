@@ -11,7 +11,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from memcrm.memory.embedded import EmbeddedStores
+from memcrm.memory.store import MemoryStore
 from memcrm.models.registry import ModelRegistry
+from memcrm.models.train_outcomes import FineTune, train_from_outcomes
 from memcrm.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -116,3 +119,72 @@ def test_only_admins_switch_and_unknown_versions_are_not_found(
         models.ActivateModel(models_pb2.ActivateModelRequest(), metadata=auth(KEY_DEMO))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "version" in (err.value.details() or "")
+
+
+def test_recorded_outcomes_train_a_version_that_serves_after_activation(
+    channel: grpc.Channel,
+    models: models_pb2_grpc.ModelServiceStub,
+    stores: EmbeddedStores,
+    model_registry_dir: Path,
+    tmp_path: Path,
+) -> None:
+    recommend = recommendation_pb2_grpc.RecommendationServiceStub(channel)
+    ingest = ingestion_pb2_grpc.IngestionServiceStub(channel)
+    recorded = 0
+    for _ in range(6):
+        customer = f"fb-{uuid.uuid4().hex[:8]}"
+        ingest.IngestBatch(
+            ingestion_pb2.IngestBatchRequest(
+                interactions=history(
+                    customer,
+                    ["My bag never arrived in Denver", "Still no news about my suitcase"],
+                    channel=common_pb2.CHANNEL_EMAIL,
+                    first=NOW - timedelta(days=3),
+                    every=timedelta(days=1),
+                )
+            ),
+            metadata=auth(KEY_DEMO),
+        )
+        decided = recommend.NextBestAction(
+            recommendation_pb2.NextBestActionRequest(customer_id=customer, context="any news?"),
+            metadata=auth(KEY_DEMO),
+        )
+        for rank, action in enumerate(decided.actions):
+            recommend.RecordOutcome(
+                recommendation_pb2.RecordOutcomeRequest(
+                    recommendation_id=decided.recommendation_id,
+                    action_id=action.action_id,
+                    outcome=(
+                        recommendation_pb2.OUTCOME_CONVERTED
+                        if rank == 0
+                        else recommendation_pb2.OUTCOME_REJECTED
+                    ),
+                ),
+                metadata=auth(KEY_DEMO),
+            )
+            recorded += 1
+
+    store = MemoryStore(stores.database_url)
+    try:
+        manifest = train_from_outcomes(
+            store,
+            ModelRegistry(model_registry_dir),
+            "demo",
+            tmp_path / "nba",
+            cfg=FineTune(epochs=3),
+        )
+    finally:
+        store.close()
+    assert manifest["training_data"]["outcomes"] >= recorded, "every recorded outcome is used"
+    assert manifest["training_data"]["tenant"] == "demo"
+
+    listed = models.ListModels(models_pb2.ListModelsRequest(), metadata=auth(KEY_DEMO))
+    assert manifest["version"] in [m.version for m in listed.models]
+    models.ActivateModel(
+        models_pb2.ActivateModelRequest(version=manifest["version"]), metadata=auth(KEY_DEMO)
+    )
+    served = recommend.NextBestAction(
+        recommendation_pb2.NextBestActionRequest(customer_id="fb-anyone", context="any news?"),
+        metadata=auth(KEY_DEMO),
+    )
+    assert served.model_version == manifest["version"]
