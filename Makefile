@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help install run test lint typecheck protos protos-check buf-lint train train-nba eval-enrichment eval-memory bench-scale bench-nba clean
+.PHONY: help install run test lint typecheck protos protos-check buf-lint train train-nba eval-enrichment eval-nba eval-memory bench-scale bench-nba clean
 
 help: ## List the targets with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ train-nba: $(STAMP) ## Fine-tune TENANT's active NBA model on its recorded outco
 
 eval-enrichment: $(STAMP) ## Interpretation heads vs TF-IDF+LR baselines on held-out data (one JSON)
 	$(PY) -m memcrm.models.eval_enrichment
+
+eval-nba: $(STAMP) ## NBA model: simulated AUC/accuracy/SHAP faithfulness + Telco churn vs sklearn (one JSON)
+	@$(PY) -m memcrm.models.eval_nba
 
 eval-memory: $(STAMP) ## LoCoMo evidence recall via gRPC vs BM25 and dense baselines (one JSON)
 	@$(PY) -m memcrm.evals.eval_memory

@@ -6,6 +6,11 @@ An artifact is two files in one directory: ``<name>.pt`` (a torch state dict of
 sha256 before it unpickles anything, so a corrupted or swapped weights file fails loudly at
 start-up instead of serving different numbers under the same version.
 
+A network with profile features (``nba_net.ProfileSpec``) records the spec under the manifest's
+``profile`` key; ``NbaScorer`` then builds the profile tower and every scoring call takes a
+:class:`ProfileFeatures`. Without that key (the shipped airline model) nothing changes and the
+profile arguments must stay ``None``.
+
 Serving runs the network in float64: it is tiny, and in double precision a coalition's output
 depends on how many coalitions share a forward pass only at the 1e-15 level, far inside the
 1e-4 SHAP additivity contract. Equal inputs always give bit-identical outputs.
@@ -29,7 +34,7 @@ from numpy.typing import NDArray
 from memcrm.core.errors import ConfigError
 from memcrm.core.types import EMBEDDING_DIM, RecalledMemory
 from memcrm.decisions.catalog import BUILTIN_CATALOG, Action, catalog_fingerprint
-from memcrm.models.nba_net import NbaHyperParams, NbaNet
+from memcrm.models.nba_net import NbaHyperParams, NbaNet, ProfileSpec
 
 ARTIFACT_NAME = "nba"
 MANIFEST_FORMAT = 1
@@ -102,6 +107,35 @@ class MemoryFeatures:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ProfileFeatures:
+    """One customer's profile for a network with profile features (see ``ProfileSpec``).
+
+    ``numeric`` holds raw values (the network standardizes them); ``categorical`` holds codes,
+    0 for a value the encoding has not seen.
+    """
+
+    numeric: NDArray[np.float64]  # (n_numeric,)
+    categorical: NDArray[np.int64]  # (n_categorical,)
+
+    def __post_init__(self) -> None:
+        if self.numeric.ndim != 1 or self.categorical.ndim != 1:
+            raise ValueError("profile features are one row: 1-d numeric and categorical arrays")
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(numeric float64, categorical long) tensors."""
+        return (
+            torch.from_numpy(np.asarray(self.numeric, dtype=np.float64)),
+            torch.from_numpy(np.asarray(self.categorical, dtype=np.int64)),
+        )
+
+
+def _profile_tensors(
+    profile: ProfileFeatures | None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    return (None, None) if profile is None else profile.tensors()
+
+
 def _as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
@@ -112,15 +146,24 @@ class PreparedDecision:
     Player ``i < n_memories`` is memory ``i``; player ``n_memories`` is the current context.
     Coalitions that mean the same input (duplicates, or differing only in an absent context)
     are scored once, so they get bit-identical outputs and a player that cannot change the
-    input gets a SHAP value of exactly zero.
+    input gets a SHAP value of exactly zero. Profile features, for a network that has them,
+    are present in every coalition (they are not a player).
     """
 
-    def __init__(self, net: NbaNet, memories: MemoryFeatures, context: NDArray[Any] | None):
+    def __init__(
+        self,
+        net: NbaNet,
+        memories: MemoryFeatures,
+        context: NDArray[Any] | None,
+        profile: ProfileFeatures | None = None,
+    ):
         self.n_memories = len(memories)
         self.n_players = self.n_memories + 1
         self.has_context = context is not None
         self._net = net
         with torch.inference_mode():
+            encoded_profile = net.encode_profile(*_profile_tensors(profile))
+            self._profile = None if encoded_profile is None else encoded_profile.unsqueeze(0)
             self._encoded = net.encode_memories(
                 torch.from_numpy(memories.embeddings).to(torch.float64),
                 torch.from_numpy(memories.ages_days).to(torch.float64),
@@ -156,7 +199,7 @@ class PreparedDecision:
             pooled = present[:, : self.n_memories] @ self._encoded
             context = present[:, self.n_memories :] * self._context.unsqueeze(0)
             terms = self._action_terms if actions is None else self._action_terms[list(actions)]
-            out = self._net.score_with(pooled, context, terms)
+            out = self._net.score_with(pooled, context, terms, self._profile)
         result: NDArray[np.float64] = out.numpy().astype(np.float64)[inverse.reshape(-1)]
         return result
 
@@ -204,9 +247,12 @@ class NbaScorer:
                 "was trained; retrain it"
             )
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        raw_profile = manifest.get("profile")
+        profile = None if raw_profile is None else ProfileSpec.from_dict(raw_profile)
         net = NbaNet(
             torch.zeros(len(ids), EMBEDDING_DIM),
             NbaHyperParams.from_dict(manifest["hyperparameters"]),
+            profile,
         )
         net.load_state_dict(state)
         net.eval()
@@ -218,23 +264,43 @@ class NbaScorer:
         self.encoder_name: str = str(manifest.get("encoder", ""))
         self.catalog: tuple[Action, ...] = tuple(catalog)
         self.action_ids: tuple[str, ...] = tuple(ids)
+        self.profile_spec: ProfileSpec | None = profile
 
-    def prepare(self, memories: MemoryFeatures, context: NDArray[Any] | None) -> PreparedDecision:
-        """Encode one decision's memories and context (``None`` = no current message)."""
-        return PreparedDecision(self._net, memories, context)
+    @property
+    def net(self) -> NbaNet:
+        """The loaded network (float64, eval mode, no gradients); do not modify it."""
+        return self._net
 
-    def logits(self, memories: MemoryFeatures, context: NDArray[Any] | None) -> NDArray[np.float64]:
+    def prepare(
+        self,
+        memories: MemoryFeatures,
+        context: NDArray[Any] | None,
+        profile: ProfileFeatures | None = None,
+    ) -> PreparedDecision:
+        """Encode one decision's memories and context (``None`` = no current message).
+
+        ``profile`` is required by a model with profile features and refused by one without.
+        """
+        return PreparedDecision(self._net, memories, context, profile)
+
+    def logits(
+        self,
+        memories: MemoryFeatures,
+        context: NDArray[Any] | None,
+        profile: ProfileFeatures | None = None,
+    ) -> NDArray[np.float64]:
         """Log-odds of success (n_actions,) in catalog order, every memory present."""
-        return self.prepare(memories, context).full_logits()
+        return self.prepare(memories, context, profile).full_logits()
 
     def score_coalitions(
         self,
         memories: MemoryFeatures,
         context: NDArray[Any] | None,
         coalitions: NDArray[np.bool_],
+        profile: ProfileFeatures | None = None,
     ) -> NDArray[np.float64]:
         """Log-odds (n, n_actions) for coalitions (n, n_memories + 1); last column = context."""
-        return self.prepare(memories, context).logits(coalitions)
+        return self.prepare(memories, context, profile).logits(coalitions)
 
     def forward_batch(
         self,
@@ -245,8 +311,20 @@ class NbaScorer:
         mask: NDArray[np.bool_],
         context: NDArray[np.float32],
         context_mask: NDArray[np.bool_],
+        profile_numeric: NDArray[np.float64] | None = None,
+        profile_categorical: NDArray[np.int64] | None = None,
     ) -> NDArray[np.float64]:
-        """The network's batched forward: (B, M, ...) inputs and masks -> log-odds (B, A)."""
+        """The network's batched forward: (B, M, ...) inputs and masks -> log-odds (B, A).
+
+        A model with profile features also takes profile_numeric (B, n_numeric) and
+        profile_categorical (B, n_categorical).
+        """
+        numeric = None
+        categorical = None
+        if profile_numeric is not None:
+            numeric = torch.from_numpy(np.asarray(profile_numeric, dtype=np.float64))
+        if profile_categorical is not None:
+            categorical = torch.from_numpy(np.asarray(profile_categorical, dtype=np.int64))
         with torch.inference_mode():
             out = self._net(
                 torch.from_numpy(np.asarray(embeddings)).to(torch.float64),
@@ -256,6 +334,8 @@ class NbaScorer:
                 torch.from_numpy(np.asarray(mask, dtype=bool)),
                 torch.from_numpy(np.asarray(context)).to(torch.float64),
                 torch.from_numpy(np.asarray(context_mask, dtype=bool)),
+                numeric,
+                categorical,
             )
         result: NDArray[np.float64] = out.numpy().astype(np.float64, copy=False)
         return result
@@ -274,6 +354,7 @@ def write_artifact(
     """Save ``<name>.pt`` and ``<name>.json``; fills in ``sha256``, ``size_bytes`` and version.
 
     ``manifest["version"]`` may hold ``{sha}`` which becomes the first 8 hex of the sha256.
+    A network with profile features gets its spec under ``profile`` (``NbaScorer`` needs it).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_path = out_dir / f"{name}.pt"
@@ -281,6 +362,8 @@ def write_artifact(
     torch.save(state, weights_path)
     digest = file_sha256(weights_path)
     manifest = dict(manifest)
+    if net.profile_spec is not None:
+        manifest["profile"] = net.profile_spec.to_dict()
     manifest["format"] = MANIFEST_FORMAT
     manifest["artifact"] = weights_path.name
     manifest["sha256"] = digest

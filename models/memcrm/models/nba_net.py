@@ -8,6 +8,17 @@ set plus the current context into one log-odds per action. With no memory presen
 sum is the zero vector, so the empty set has a well-defined output. Sum (not mean) pooling keeps
 counts: two recent complaints weigh more than one. ``asinh`` on the pooled sum bounds the
 growth for sets larger than those seen in training while staying close to linear near zero.
+
+Optional profile features (:class:`ProfileSpec`): a small tabular tower turns a customer's
+profile (numeric features, standardized inside the network with statistics stored as buffers,
+plus one learned embedding per categorical feature, index 0 = unknown) into one more term of
+the head, beside the pooled memories and the context. The profile is not a player of an
+explanation: it is present in every coalition, so SHAP values still split the memories' and
+the context's effect. A network built without a ``ProfileSpec`` has no tower, exactly the
+parameters (and state dict) it had before the tower existed, and refuses profile inputs; one
+built with a spec requires them. With empty memory sets and no context the same network and
+training loop are a plain tabular propensity model (``memcrm.models.eval_nba`` trains one on
+the Telco churn data set).
 """
 
 from __future__ import annotations
@@ -47,6 +58,89 @@ class NbaHyperParams:
         return cls(**{key: type(defaults[key])(raw[key]) for key in defaults if key in raw})
 
 
+@dataclass(frozen=True, slots=True)
+class ProfileSpec:
+    """The shape of the optional profile-feature input (see the module docstring).
+
+    ``cardinalities[i]`` is the number of codes of categorical feature ``i`` including code 0,
+    which stands for a value not seen when the encoding was fitted.
+    """
+
+    n_numeric: int
+    cardinalities: tuple[int, ...]
+    embedding_dim: int = 4
+    hidden: int = 32
+    dropout: float = 0.0  # training only: eval() turns it off
+
+    def __post_init__(self) -> None:
+        if self.n_numeric < 0 or any(c < 1 for c in self.cardinalities):
+            raise ValueError("n_numeric must be >= 0 and every cardinality >= 1")
+        if self.n_numeric == 0 and not self.cardinalities:
+            raise ValueError("a profile needs at least one feature")
+
+    def to_dict(self) -> dict[str, Any]:
+        raw = asdict(self)
+        raw["cardinalities"] = list(self.cardinalities)
+        return raw
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ProfileSpec:
+        return cls(
+            n_numeric=int(raw["n_numeric"]),
+            cardinalities=tuple(int(c) for c in raw["cardinalities"]),
+            embedding_dim=int(raw.get("embedding_dim", 4)),
+            hidden=int(raw.get("hidden", 32)),
+            dropout=float(raw.get("dropout", 0.0)),
+        )
+
+
+class ProfileTower(nn.Module):
+    """Profile features -> (..., out_dim): standardized numerics and categorical embeddings."""
+
+    numeric_mean: Tensor
+    numeric_scale: Tensor
+
+    def __init__(self, spec: ProfileSpec, out_dim: int) -> None:
+        super().__init__()
+        self.spec = spec
+        # Set from the training data with ``set_scaling``; saved in the state dict.
+        self.register_buffer("numeric_mean", torch.zeros(spec.n_numeric))
+        self.register_buffer("numeric_scale", torch.ones(spec.n_numeric))
+        dims = [min(spec.embedding_dim, cardinality) for cardinality in spec.cardinalities]
+        self.embeddings = nn.ModuleList(
+            nn.Embedding(cardinality, dim)
+            for cardinality, dim in zip(spec.cardinalities, dims, strict=True)
+        )
+        width = spec.n_numeric + sum(dims)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, spec.hidden),
+            nn.ReLU(),
+            nn.Dropout(spec.dropout),
+            nn.Linear(spec.hidden, out_dim),
+        )
+
+    def set_scaling(self, mean: Tensor, scale: Tensor) -> None:
+        """Numeric features are fed raw; the tower computes ``(x - mean) / scale``."""
+        if mean.shape != (self.spec.n_numeric,) or scale.shape != (self.spec.n_numeric,):
+            raise ValueError(f"mean and scale must be ({self.spec.n_numeric},)")
+        if not bool(torch.all(scale > 0)):
+            raise ValueError("every scale must be positive")
+        self.numeric_mean.copy_(mean)
+        self.numeric_scale.copy_(scale)
+
+    def forward(self, numeric: Tensor, categorical: Tensor) -> Tensor:
+        """(..., n_numeric) float, (..., n_categorical) long -> (..., out_dim)."""
+        if numeric.shape[-1] != self.spec.n_numeric:
+            raise ValueError(f"expected {self.spec.n_numeric} numeric profile features")
+        if categorical.shape[-1] != len(self.embeddings):
+            raise ValueError(f"expected {len(self.embeddings)} categorical profile features")
+        dtype = self.numeric_mean.dtype
+        parts = [(numeric.to(dtype) - self.numeric_mean) / self.numeric_scale]
+        parts += [emb(categorical[..., i]) for i, emb in enumerate(self.embeddings)]
+        encoded: Tensor = self.mlp(torch.cat(parts, dim=-1))
+        return encoded
+
+
 def age_features(age_days: Tensor) -> Tensor:
     """Recency at several time scales plus a log age: (...,) days -> (..., N_AGE_FEATURES)."""
     age = age_days.clamp(0.0, MAX_AGE_DAYS)
@@ -60,7 +154,12 @@ class NbaNet(nn.Module):
 
     action_text: Tensor
 
-    def __init__(self, action_text: Tensor, hp: NbaHyperParams | None = None) -> None:
+    def __init__(
+        self,
+        action_text: Tensor,
+        hp: NbaHyperParams | None = None,
+        profile: ProfileSpec | None = None,
+    ) -> None:
         super().__init__()
         hp = hp or NbaHyperParams()
         if action_text.ndim != 2 or action_text.shape[1] != EMBEDDING_DIM:
@@ -97,6 +196,14 @@ class NbaNet(nn.Module):
             nn.ReLU(),
             nn.Linear(hp.head_hidden // 2, 1),
         )
+        # Created last so that a network without profile features initialises (and trains)
+        # exactly as it did before the tower existed.
+        self.profile_spec = profile
+        self.profile: ProfileTower | None = None
+        self.head_profile: nn.Linear | None = None
+        if profile is not None:
+            self.profile = ProfileTower(profile, hp.hidden)
+            self.head_profile = nn.Linear(hp.hidden, hp.head_hidden, bias=False)
 
     def encode_memories(
         self, embeddings: Tensor, ages_days: Tensor, channels: Tensor, directions: Tensor
@@ -116,6 +223,21 @@ class NbaNet(nn.Module):
         encoded: Tensor = self.context_mlp(self.text_dropout(context))
         return encoded
 
+    def encode_profile(self, numeric: Tensor | None, categorical: Tensor | None) -> Tensor | None:
+        """Profile features -> (..., hidden), or None for a network without profile features.
+
+        Raises ``ValueError`` when the inputs do not match the network: a network built with a
+        ``ProfileSpec`` needs both tensors, one built without refuses them.
+        """
+        if self.profile is None:
+            if numeric is not None or categorical is not None:
+                raise ValueError("this network was built without profile features")
+            return None
+        if numeric is None or categorical is None:
+            raise ValueError("this network needs profile features (numeric and categorical)")
+        encoded: Tensor = self.profile(numeric, categorical)
+        return encoded
+
     def action_vectors(self, actions: Tensor | None = None) -> Tensor:
         """(n_actions or len(actions), hidden): projected action text plus a learned vector."""
         ids = torch.arange(self.n_actions, device=self.action_text.device)
@@ -126,21 +248,38 @@ class NbaNet(nn.Module):
         learned: Tensor = self.action_id_emb(ids)
         return vectors + learned
 
-    def score(self, pooled: Tensor, context: Tensor, actions: Tensor | None = None) -> Tensor:
+    def score(
+        self,
+        pooled: Tensor,
+        context: Tensor,
+        actions: Tensor | None = None,
+        profile: Tensor | None = None,
+    ) -> Tensor:
         """Pooled memory sum (B, hidden) and masked context encoding (B, hidden) -> (B, A).
 
-        ``actions`` (long indices) restricts the head to those catalog actions, in that order.
+        ``actions`` (long indices) restricts the head to those catalog actions, in that order;
+        ``profile`` is the ``encode_profile`` output, (B, hidden) or (1, hidden).
         """
-        return self.score_with(pooled, context, self.action_terms(actions))
+        return self.score_with(pooled, context, self.action_terms(actions), profile)
 
     def action_terms(self, actions: Tensor | None = None) -> Tensor:
         """The head's per-action term (A, head_hidden); constant for a given model."""
         terms: Tensor = self.head_action(self.action_vectors(actions))
         return terms
 
-    def score_with(self, pooled: Tensor, context: Tensor, action_terms: Tensor) -> Tensor:
+    def score_with(
+        self, pooled: Tensor, context: Tensor, action_terms: Tensor, profile: Tensor | None = None
+    ) -> Tensor:
         """``score`` with precomputed ``action_terms`` (serving reuses them across calls)."""
         per_decision = self.head_set(torch.asinh(pooled)) + self.head_context(context)
+        if (profile is None) != (self.head_profile is None):
+            raise ValueError(
+                "profile encoding given to a network without profile features"
+                if profile is not None
+                else "this network needs the profile encoding"
+            )
+        if self.head_profile is not None and profile is not None:
+            per_decision = per_decision + self.head_profile(profile)
         hidden = per_decision.unsqueeze(1) + action_terms.unsqueeze(0)
         logits: Tensor = self.head_out(hidden).squeeze(-1)
         return logits
@@ -154,13 +293,18 @@ class NbaNet(nn.Module):
         mask: Tensor,
         context: Tensor,
         context_mask: Tensor,
+        profile_numeric: Tensor | None = None,
+        profile_categorical: Tensor | None = None,
     ) -> Tensor:
         """Batched decisions or coalitions -> log-odds (B, n_actions).
 
         embeddings (B, M, 384), ages_days (B, M), channels/directions (B, M) long,
-        mask (B, M) bool (True = memory present), context (B, 384), context_mask (B,) bool.
+        mask (B, M) bool (True = memory present), context (B, 384), context_mask (B,) bool;
+        for a network with profile features also profile_numeric (B, n_numeric) float and
+        profile_categorical (B, n_categorical) long.
         """
+        profile = self.encode_profile(profile_numeric, profile_categorical)
         encoded = self.encode_memories(embeddings, ages_days, channels, directions)
         pooled = (encoded * mask.unsqueeze(-1).to(encoded.dtype)).sum(dim=1)
         ctx = self.encode_context(context) * context_mask.unsqueeze(-1).to(encoded.dtype)
-        return self.score(pooled, ctx)
+        return self.score(pooled, ctx, profile=profile)

@@ -8,6 +8,11 @@ binary cross-entropy on every (customer, action) outcome; evaluate on held-out c
 (ROC-AUC of the propensity, top-action accuracy against the simulator's best action, and how
 often the SHAP explanation's top player is a true cause); write ``nba.pt`` and ``nba.json``.
 
+The data structures and loops here (``Packed``, ``train``, ``predict``, ``explain_customers``)
+are also what ``memcrm.models.eval_nba`` uses: it re-scores the shipped model on fresh held-out
+customers and trains the same network, with profile features and empty memory sets, on a
+tabular churn data set.
+
 Reproducibility: torch, numpy and the simulator are seeded, torch runs with
 ``use_deterministic_algorithms(True)`` on a fixed number of threads, and batches come from a
 seeded ``torch.Generator``. On the same machine and library versions two runs give a
@@ -22,7 +27,7 @@ import platform
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,7 +63,11 @@ class TrainConfig:
 
 @dataclass(frozen=True, slots=True)
 class Packed:
-    """Customers as padded arrays; tweet indices point into the embedding table."""
+    """Customers as padded arrays; tweet indices point into the embedding table.
+
+    ``probabilities`` and ``best`` are the simulator's ground truth (None for real data);
+    ``profile_numeric``/``profile_categorical`` feed a network with profile features.
+    """
 
     tweets: NDArray[np.int64]  # (N, M) table rows, 0 where padded
     ages: NDArray[np.float32]  # (N, M)
@@ -68,8 +77,19 @@ class Packed:
     context: NDArray[np.int64]  # (N,) table row, 0 when absent
     context_mask: NDArray[np.bool_]  # (N,)
     outcomes: NDArray[np.float32]  # (N, A)
-    probabilities: NDArray[np.float64]  # (N, A)
-    best: NDArray[np.int64]  # (N,)
+    probabilities: NDArray[np.float64] | None  # (N, A)
+    best: NDArray[np.int64] | None  # (N,)
+    profile_numeric: NDArray[np.float32] | None = None  # (N, n_numeric), raw values
+    profile_categorical: NDArray[np.int64] | None = None  # (N, n_categorical) codes
+
+    def __len__(self) -> int:
+        return int(self.outcomes.shape[0])
+
+    def simulated(self) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+        """The simulator's true probabilities and best actions (ValueError for real data)."""
+        if self.probabilities is None or self.best is None:
+            raise ValueError("these customers have no simulated ground truth")
+        return self.probabilities, self.best
 
 
 def pack(
@@ -109,7 +129,7 @@ def _batch(
     mask = torch.from_numpy(data.mask[idx])
     if drop_memories:
         mask = torch.zeros_like(mask)
-    return (
+    batch = (
         table[torch.from_numpy(data.tweets[idx])],
         torch.from_numpy(data.ages[idx]),
         torch.from_numpy(data.channels[idx]),
@@ -118,29 +138,51 @@ def _batch(
         table[torch.from_numpy(data.context[idx])],
         torch.from_numpy(data.context_mask[idx]),
     )
+    if data.profile_numeric is None or data.profile_categorical is None:
+        return batch
+    profile = (
+        torch.from_numpy(data.profile_numeric[idx]),
+        torch.from_numpy(data.profile_categorical[idx]),
+    )
+    return (*batch, *profile)
 
 
 def predict(
     net: NbaNet, data: Packed, table: torch.Tensor, *, drop_memories: bool = False
 ) -> NDArray[np.float64]:
-    """Log-odds (N, A) for packed customers."""
+    """Log-odds (N, A) for packed customers; float inputs follow the network's dtype."""
     net.eval()
+    dtype = net.action_text.dtype
     out = []
     with torch.inference_mode():
-        for start in range(0, len(data.best), 1024):
-            index = torch.arange(start, min(start + 1024, len(data.best)))
-            out.append(net(*_batch(data, table, index, drop_memories=drop_memories)).numpy())
+        for start in range(0, len(data), 1024):
+            index = torch.arange(start, min(start + 1024, len(data)))
+            batch = _batch(data, table, index, drop_memories=drop_memories)
+            cast = [t.to(dtype) if t.is_floating_point() else t for t in batch]
+            out.append(net(*cast).numpy())
     return np.concatenate(out).astype(np.float64)
 
 
 def train(
-    net: NbaNet, data: Packed, validation: Packed, table: torch.Tensor, cfg: TrainConfig, seed: int
+    net: NbaNet,
+    data: Packed,
+    validation: Packed | None,
+    table: torch.Tensor,
+    cfg: TrainConfig,
+    seed: int,
+    *,
+    verbose: bool = True,
 ) -> list[dict[str, float]]:
+    """AdamW + OneCycleLR on BCE with logits; one history row per epoch.
+
+    ``validation`` (None: no validation loss) is only scored, never trained on; ``verbose``
+    prints one line per epoch to stdout.
+    """
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.AdamW(
         net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
-    steps_per_epoch = (len(data.best) + cfg.batch_size - 1) // cfg.batch_size
+    steps_per_epoch = (len(data) + cfg.batch_size - 1) // cfg.batch_size
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=cfg.learning_rate, total_steps=cfg.epochs * steps_per_epoch
     )
@@ -149,7 +191,7 @@ def train(
     history = []
     for epoch in range(cfg.epochs):
         net.train()
-        order = torch.randperm(len(data.best), generator=generator)
+        order = torch.randperm(len(data), generator=generator)
         total = 0.0
         for start in range(0, len(order), cfg.batch_size):
             index = order[start : start + cfg.batch_size]
@@ -159,11 +201,14 @@ def train(
             optimiser.step()
             schedule.step()
             total += float(loss.detach()) * len(index)
-        val = _log_loss(predict(net, validation, table), validation.outcomes)
-        history.append(
-            {"epoch": epoch + 1, "train_log_loss": total / len(order), "val_log_loss": val}
-        )
-        print(f"epoch {epoch + 1:2d}  train {total / len(order):.4f}  val {val:.4f}", flush=True)
+        row = {"epoch": epoch + 1, "train_log_loss": total / len(order)}
+        line = f"epoch {epoch + 1:2d}  train {total / len(order):.4f}"
+        if validation is not None:
+            row["val_log_loss"] = _log_loss(predict(net, validation, table), validation.outcomes)
+            line += f"  val {row['val_log_loss']:.4f}"
+        history.append(row)
+        if verbose:
+            print(line, flush=True)
     return history
 
 
@@ -177,31 +222,28 @@ def evaluate(
 ) -> dict[str, Any]:
     from sklearn.metrics import roc_auc_score
 
+    probabilities, best = data.simulated()
     logits = predict(net, data, table)
     propensity = 1.0 / (1.0 + np.exp(-logits))
     values = np.asarray([a.value for a in catalog])
     chosen = np.argmax(propensity * values, axis=1)
-    true_ev = data.probabilities * values
-    majority = int(np.bincount(data.best, minlength=len(catalog)).argmax())
+    true_ev = probabilities * values
+    majority = int(np.bincount(best, minlength=len(catalog)).argmax())
     no_memory = predict(net, data, table, drop_memories=True)
     y = data.outcomes
     return {
-        "customers": len(data.best),
+        "customers": len(data),
         "roc_auc": float(roc_auc_score(y.ravel(), logits.ravel())),
         "roc_auc_per_action": {
             a.action_id: float(roc_auc_score(y[:, i], logits[:, i])) for i, a in enumerate(catalog)
         },
-        "roc_auc_oracle_true_probabilities": float(
-            roc_auc_score(y.ravel(), data.probabilities.ravel())
-        ),
+        "roc_auc_oracle_true_probabilities": float(roc_auc_score(y.ravel(), probabilities.ravel())),
         "roc_auc_without_memories": float(roc_auc_score(y.ravel(), no_memory.ravel())),
         "log_loss": _log_loss(logits, y),
         "brier": float(np.mean((propensity - y) ** 2)),
-        "mean_abs_error_vs_true_probability": float(
-            np.mean(np.abs(propensity - data.probabilities))
-        ),
-        "top_action_accuracy": float(np.mean(chosen == data.best)),
-        "top_action_accuracy_majority_baseline": float(np.mean(data.best == majority)),
+        "mean_abs_error_vs_true_probability": float(np.mean(np.abs(propensity - probabilities))),
+        "top_action_accuracy": float(np.mean(chosen == best)),
+        "top_action_accuracy_majority_baseline": float(np.mean(best == majority)),
         "mean_regret_expected_value": float(
             np.mean(true_ev.max(axis=1) - true_ev[np.arange(len(chosen)), chosen])
         ),
@@ -238,6 +280,86 @@ class _CustomerGame:
         return self(coalitions)[:, [self.column]]
 
 
+@dataclass(frozen=True, slots=True)
+class CustomerExplanation:
+    """The SHAP explanation of one simulated customer's recommended action.
+
+    Players ``0 .. n_players - 2`` are the customer's memories in history order, the last one
+    is the current context (absent context: a player that changes nothing). ``game`` scores
+    coalitions with ``game.column`` set to the explained action.
+    """
+
+    row: int
+    action: int  # catalog index of the recommended (explained) action
+    values: NDArray[np.float64]  # (n_players,) SHAP values of that action's log-odds
+    true_causes: frozenset[int]  # players that truly cause the action (simulator ground truth)
+    game: _CustomerGame
+
+    @property
+    def n_memories(self) -> int:
+        return self.game.n_players - 1
+
+
+def explain_customers(
+    net: NbaNet,
+    customers: Sequence[SimCustomer],
+    data: Packed,
+    table: torch.Tensor,
+    catalog: Sequence[Action],
+    seed: int,
+    *,
+    keep: Callable[[int, frozenset[int]], bool] = lambda n_memories, true: bool(true),
+) -> list[CustomerExplanation]:
+    """SHAP values (seeded ``explain_game``, default budget) of each customer's recommended
+    action (highest ``propensity x value``), in float64 like serving.
+
+    ``keep(n_memories, true_causes)`` decides, before the SHAP call, which customers are
+    explained; the default keeps those whose recommended action has a true cause.
+    """
+    from memcrm.explain.shapley import default_max_evals, explain_game
+
+    serving = NbaNet(net.action_text, net.hp, net.profile_spec)
+    serving.load_state_dict(net.state_dict())
+    serving = serving.double().eval()
+    values = np.asarray([a.value for a in catalog])
+    explained = []
+    for row, customer in enumerate(customers):
+        game = _CustomerGame(serving, data, table, row)
+        full = game(np.ones((1, game.n_players), dtype=bool))[0]
+        game.column = int(np.argmax(values / (1.0 + np.exp(-full))))
+        action_id = catalog[game.column].action_id
+        true = set(customer.causes[action_id])
+        if action_id in customer.context_causes:
+            true.add(game.n_players - 1)
+        if not keep(game.n_players - 1, frozenset(true)):
+            continue
+        budget = default_max_evals(game.n_players)
+        result = explain_game(game.explained, game.n_players, seed=seed, max_evals=budget)[0]
+        explained.append(
+            CustomerExplanation(row, game.column, result.values, frozenset(true), game)
+        )
+    return explained
+
+
+def faithfulness_summary(explanations: Sequence[CustomerExplanation]) -> dict[str, Any]:
+    """Precision@1: how often the player with the largest |SHAP| is a true cause, over the
+    explanations whose action has a true cause; chance = expected rate of a random player."""
+    hits, chance, counted = 0, 0.0, 0
+    for explanation in explanations:
+        true = explanation.true_causes
+        if not true:
+            continue
+        top = int(np.argmax(np.abs(explanation.values)))
+        counted += 1
+        hits += top in true
+        chance += len(true) / explanation.game.n_players
+    return {
+        "customers_with_a_true_cause": counted,
+        "top_player_is_true_cause_rate": hits / counted if counted else float("nan"),
+        "chance_rate": chance / counted if counted else float("nan"),
+    }
+
+
 def explanation_faithfulness(
     net: NbaNet,
     customers: Sequence[SimCustomer],
@@ -247,34 +369,7 @@ def explanation_faithfulness(
     seed: int,
 ) -> dict[str, Any]:
     """How often the SHAP top player of the recommended action is one of its true causes."""
-    from memcrm.explain.shapley import default_max_evals, explain_game
-
-    serving = NbaNet(net.action_text, net.hp)
-    serving.load_state_dict(net.state_dict())
-    serving = serving.double().eval()
-    values = np.asarray([a.value for a in catalog])
-    hits, chance, counted = 0, 0.0, 0
-    for row, customer in enumerate(customers):
-        game = _CustomerGame(serving, data, table, row)
-        full = game(np.ones((1, game.n_players), dtype=bool))[0]
-        game.column = int(np.argmax(values / (1.0 + np.exp(-full))))
-        action_id = catalog[game.column].action_id
-        true = set(customer.causes[action_id])
-        if action_id in customer.context_causes:
-            true.add(game.n_players - 1)
-        if not true:
-            continue
-        budget = default_max_evals(game.n_players)
-        result = explain_game(game.explained, game.n_players, seed=seed, max_evals=budget)[0]
-        top = int(np.argmax(np.abs(result.values)))
-        counted += 1
-        hits += top in true
-        chance += len(true) / game.n_players
-    return {
-        "customers_with_a_true_cause": counted,
-        "top_player_is_true_cause_rate": hits / counted if counted else float("nan"),
-        "chance_rate": chance / counted if counted else float("nan"),
-    }
+    return faithfulness_summary(explain_customers(net, customers, data, table, catalog, seed))
 
 
 def set_determinism(seed: int) -> None:
