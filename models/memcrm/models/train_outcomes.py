@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from numpy.typing import NDArray
 
+from memcrm.core.errors import MemcrmError
 from memcrm.core.settings import Settings
 from memcrm.core.types import EMBEDDING_DIM
 from memcrm.decisions.feedback import OutcomeExample, outcome_examples
@@ -284,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             manifest = train_from_outcomes(
                 store, registry, args.tenant, out, cfg=cfg, register=register
             )
+        except (ValueError, MemcrmError) as exc:
+            message = exc.message if isinstance(exc, MemcrmError) else str(exc)
+            parser.exit(1, f"train-nba: {message}\n")
         finally:
             store.close()
     print(
