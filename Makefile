@@ -63,7 +63,7 @@ train-nba: $(STAMP) ## Fine-tune TENANT's active NBA model on its recorded outco
 	$(PY) -m memcrm.models.train_outcomes --tenant $(or $(TENANT),demo)
 
 eval-enrichment: $(STAMP) ## Interpretation heads vs TF-IDF+LR baselines on held-out data (one JSON)
-	$(PY) -m memcrm.models.eval_enrichment
+	@$(PY) -m memcrm.models.eval_enrichment
 
 eval-nba: $(STAMP) ## NBA model: simulated AUC/accuracy/SHAP faithfulness + Telco churn vs sklearn (one JSON)
 	@$(PY) -m memcrm.models.eval_nba
