@@ -58,6 +58,12 @@ class StoreUnavailable(MemcrmError):
     status = "UNAVAILABLE"
 
 
+class ResourceExhausted(MemcrmError):
+    """A limit that protects the service is reached (e.g. open WatchSignals streams)."""
+
+    status = "RESOURCE_EXHAUSTED"
+
+
 class ConfigError(MemcrmError):
     """Settings or tenant configuration are invalid; raised at start-up."""
 

@@ -76,6 +76,17 @@ class Settings(BaseSettings):
     # Memories a decision looks at.
     decision_memories: int = Field(default=32, ge=1, le=100)
 
+    # Predictions (churn_risk, purchase_propensity, support_need; memcrm.decisions.predictions)
+    # read a customer's most recent signals_memories memories. Folder of the signals model
+    # (signals.pt + signals.json); unset: the shipped one.
+    signals_memories: int = Field(default=32, ge=1, le=100)
+    signals_model_dir: Path | None = None
+    # WatchSignals: open streams one gateway replica serves at once (each holds one of its
+    # request slots; more get RESOURCE_EXHAUSTED), and the events each tenant's stream keeps
+    # for clients resuming after a disconnect (Redis, approximate trimming).
+    signals_max_watchers: int = Field(default=8, ge=1, le=1000)
+    signals_stream_maxlen: int = Field(default=100_000, ge=100, le=10_000_000)
+
     @field_validator("database_url", "redis_url", "api_keys", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

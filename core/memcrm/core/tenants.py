@@ -23,6 +23,10 @@ A file, ``<tenant>.yaml``, looks like this (every key but ``version`` is optiona
       - label: timing
         description: Not now; maybe later.
         examples: ["Call me again next quarter"]
+    signals:                        # WatchSignals: emit when a prediction crosses its
+      thresholds:                   # threshold (0 < t < 1); unlisted ones use 0.5
+        churn_risk: 0.6
+        support_need: 0.7
 
 An empty ``objections: []`` turns objection detection off for the tenant; a list replaces the
 default set entirely (labels may be added or removed).
@@ -59,12 +63,15 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from memcrm.core.errors import ConfigError
+from memcrm.core.types import SIGNAL_NAMES
 from memcrm.core.validation import ID_PATTERN
 
 # The single source of truth for which entity types count as PII (memcrm.interpret.pii uses it).
 PII_TYPES: Final = frozenset({"email", "phone", "payment_card", "iban"})
 DEFAULT_REDACT: Final = ("payment_card", "iban")
 DEFAULT_INTENT_SET: Final = "banking77"
+# A prediction is "likely" from here on unless the tenant says otherwise.
+DEFAULT_SIGNAL_THRESHOLD: Final = 0.5
 SUFFIX: Final = ".yaml"
 
 _LABEL = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -164,6 +171,30 @@ class ObjectionConfig(_Frozen):
     examples: tuple[Text, ...] = ()
 
 
+def _signal_name(value: str) -> str:
+    if value not in SIGNAL_NAMES:
+        raise PydanticCustomError(
+            "pattern",
+            "unknown prediction {value}; known: {known}",
+            {"value": repr(value), "known": ", ".join(SIGNAL_NAMES)},
+        )
+    return value
+
+
+Threshold = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class SignalsConfig(_Frozen):
+    """Thresholds of the proactive signals (WatchSignals, memcrm.decisions.predictions)."""
+
+    thresholds: dict[Annotated[str, AfterValidator(_signal_name)], Threshold] = Field(
+        default_factory=dict
+    )
+
+    def threshold(self, name: str) -> float:
+        return self.thresholds.get(name, DEFAULT_SIGNAL_THRESHOLD)
+
+
 class TenantConfig(_Frozen):
     version: Version
     pii: PiiConfig = PiiConfig()
@@ -173,6 +204,7 @@ class TenantConfig(_Frozen):
     competitors: tuple[Name, ...] = ()
     # None: the shipped default objection set; () turns objections off.
     objections: tuple[ObjectionConfig, ...] | None = None
+    signals: SignalsConfig = SignalsConfig()
 
     @field_validator("objections")
     @classmethod

@@ -277,6 +277,57 @@ class Prediction:
     explanation: Explanation
 
 
+# The predictions every customer profile carries (memcrm.decisions.predictions), in this order.
+SIGNAL_NAMES: tuple[str, ...] = ("churn_risk", "purchase_propensity", "support_need")
+
+
+class Crossing(IntEnum):
+    """Which way a prediction passed its tenant threshold; values equal memcrm.v1's."""
+
+    UNSPECIFIED = 0
+    RISING = 1  # from below the threshold to at or above it
+    FALLING = 2  # from at or above it to below it
+
+
+@dataclass(frozen=True, slots=True)
+class SignalEvent:
+    """A customer's prediction crossed its tenant threshold after an ingestion.
+
+    ``previous_score`` is None when the customer had no prediction before (a new customer);
+    such a customer counts as below every threshold. ``event_id`` is assigned by the stream
+    that delivers the event (empty before it is published) and is the cursor to resume after.
+    """
+
+    customer_id: str
+    prediction: Prediction
+    previous_score: float | None
+    threshold: float
+    crossing: Crossing
+    model_version: str
+    evaluated_at: datetime
+    # The ingestion whose memories moved the prediction (its newest memory) and its trace.
+    memory_id: str
+    interaction_id: str
+    trace: TraceRef
+    event_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SignalFilter:
+    """What one WatchSignals stream wants; empty sets mean everything."""
+
+    names: frozenset[str] = frozenset()
+    customer_ids: frozenset[str] = frozenset()
+    rising_only: bool = False
+
+    def matches(self, event: SignalEvent) -> bool:
+        return (
+            (not self.names or event.prediction.name in self.names)
+            and (not self.customer_ids or event.customer_id in self.customer_ids)
+            and (not self.rising_only or event.crossing is Crossing.RISING)
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class CustomerProfile:
     """What is known about a customer as of a moment; every claim cites memory ids."""

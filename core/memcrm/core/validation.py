@@ -22,6 +22,9 @@ MAX_PAGE_SIZE = 500
 DEFAULT_TOP_N = 3
 MAX_CONTEXT_BYTES = MAX_TEXT_BYTES
 
+# WatchSignals: customers one stream may filter on.
+MAX_WATCHED_CUSTOMERS = 1000
+
 
 def check_id(field: str, value: str) -> str:
     if not value:

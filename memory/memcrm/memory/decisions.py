@@ -286,7 +286,6 @@ def record_from_json(d: dict[str, Any]) -> DecisionRecord:
 
 
 def _action_to_json(a: RecommendedAction) -> dict[str, Any]:
-    e = a.explanation
     return {
         "action_id": a.action_id,
         "title": a.title,
@@ -294,34 +293,37 @@ def _action_to_json(a: RecommendedAction) -> dict[str, Any]:
         "score": a.score,
         "propensity": a.propensity,
         "value": a.value,
-        "explanation": {
-            "explainer": e.explainer,
-            "base_value": e.base_value,
-            "output_value": e.output_value,
-            "output_name": e.output_name,
-            "summary": e.summary,
-            "features": [
-                {"feature": f.feature, "value": f.value, "shap_value": f.shap_value}
-                for f in e.features
-            ],
-            "memories": [
-                {
-                    "memory_id": m.memory_id,
-                    "interaction_id": m.interaction_id,
-                    "shap_value": m.shap_value,
-                    "trace_id": m.ingest_trace.trace_id,
-                    "span_id": m.ingest_trace.span_id,
-                    "snippet": m.snippet,
-                    "occurred_at": m.occurred_at.isoformat(),
-                }
-                for m in e.memories
-            ],
-        },
+        "explanation": explanation_to_json(a.explanation),
+    }
+
+
+def explanation_to_json(e: Explanation) -> dict[str, Any]:
+    """An explanation as stored in decision records and signal events."""
+    return {
+        "explainer": e.explainer,
+        "base_value": e.base_value,
+        "output_value": e.output_value,
+        "output_name": e.output_name,
+        "summary": e.summary,
+        "features": [
+            {"feature": f.feature, "value": f.value, "shap_value": f.shap_value} for f in e.features
+        ],
+        "memories": [
+            {
+                "memory_id": m.memory_id,
+                "interaction_id": m.interaction_id,
+                "shap_value": m.shap_value,
+                "trace_id": m.ingest_trace.trace_id,
+                "span_id": m.ingest_trace.span_id,
+                "snippet": m.snippet,
+                "occurred_at": m.occurred_at.isoformat(),
+            }
+            for m in e.memories
+        ],
     }
 
 
 def _action_from_json(a: dict[str, Any]) -> RecommendedAction:
-    e = a["explanation"]
     return RecommendedAction(
         action_id=a["action_id"],
         title=a["title"],
@@ -329,23 +331,27 @@ def _action_from_json(a: dict[str, Any]) -> RecommendedAction:
         score=float(a["score"]),
         propensity=float(a["propensity"]),
         value=float(a["value"]),
-        explanation=Explanation(
-            explainer=e["explainer"],
-            base_value=float(e["base_value"]),
-            output_value=float(e["output_value"]),
-            output_name=e["output_name"],
-            features=[FeatureAttribution(**f) for f in e["features"]],
-            memories=[
-                MemoryAttribution(
-                    memory_id=m["memory_id"],
-                    interaction_id=m["interaction_id"],
-                    shap_value=float(m["shap_value"]),
-                    ingest_trace=TraceRef(m["trace_id"], m["span_id"]),
-                    snippet=m["snippet"],
-                    occurred_at=datetime.fromisoformat(m["occurred_at"]),
-                )
-                for m in e["memories"]
-            ],
-            summary=e["summary"],
-        ),
+        explanation=explanation_from_json(a["explanation"]),
+    )
+
+
+def explanation_from_json(e: dict[str, Any]) -> Explanation:
+    return Explanation(
+        explainer=e["explainer"],
+        base_value=float(e["base_value"]),
+        output_value=float(e["output_value"]),
+        output_name=e["output_name"],
+        features=[FeatureAttribution(**f) for f in e["features"]],
+        memories=[
+            MemoryAttribution(
+                memory_id=m["memory_id"],
+                interaction_id=m["interaction_id"],
+                shap_value=float(m["shap_value"]),
+                ingest_trace=TraceRef(m["trace_id"], m["span_id"]),
+                snippet=m["snippet"],
+                occurred_at=datetime.fromisoformat(m["occurred_at"]),
+            )
+            for m in e["memories"]
+        ],
+        summary=e["summary"],
     )

@@ -549,6 +549,32 @@ class MemoryStore:
             out.setdefault(memory.interaction.customer_id, []).append(memory)
         return out
 
+    def recent_memories(
+        self, tenant_id: str, customer_ids: Sequence[str], *, limit: int, as_of: datetime
+    ) -> dict[str, list[RecalledMemory]]:
+        """Each customer's ``limit`` most recent memories visible at ``as_of`` with their
+        embeddings, newest first, in one query (predictions read these). ``score`` and
+        ``parts`` are zero: nothing was ranked."""
+        sql = (
+            f"SELECT {_M_COLUMNS}, m.embedding, 0.0 AS score, 0.0 AS p_semantic,"
+            " 0.0 AS p_lexical, 0.0 AS p_recency, 0.0 AS p_importance, 0.0 AS p_context"
+            " FROM unnest(%(customers)s::text[]) AS c(customer_id)"
+            " CROSS JOIN LATERAL ("
+            " SELECT * FROM memories"
+            " WHERE tenant_id = %(tenant)s AND customer_id = c.customer_id"
+            f" AND {VISIBLE}"
+            " ORDER BY occurred_at DESC, memory_id DESC LIMIT %(limit)s) AS m"
+        )
+        customers = sorted(set(customer_ids))
+        params = {"tenant": tenant_id, "customers": customers, "as_of": as_of, "limit": limit}
+        with self._conn() as conn:
+            rows = conn.execute(sql.encode(), params, binary=True).fetchall()
+        out: dict[str, list[RecalledMemory]] = {c: [] for c in customers}
+        for row in rows:
+            recalled = _recalled(row)
+            out[recalled.memory.interaction.customer_id].append(recalled)
+        return out
+
     def count(self, tenant_id: str) -> int:
         with self._conn() as conn:
             row = conn.execute(

@@ -21,6 +21,7 @@ _CODES: dict[str, grpc.StatusCode] = {
     "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
     "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
     "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
+    "RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "INTERNAL": grpc.StatusCode.INTERNAL,
 }
 
