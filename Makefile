@@ -58,6 +58,7 @@ protos-check: protos ## Fail when the committed generated code differs from the 
 train: $(STAMP) ## Rebuild every shipped model from ../shared/data (MEMCRM_DATA_DIR) with fixed seeds
 	$(PY) -m memcrm.models.train_enrichment all
 	$(PY) -m memcrm.models.train_nba
+	$(PY) -m memcrm.models.train_signals
 
 train-nba: $(STAMP) ## Fine-tune TENANT's active NBA model on its recorded outcomes; register the version
 	$(PY) -m memcrm.models.train_outcomes --tenant $(or $(TENANT),demo)

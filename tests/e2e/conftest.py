@@ -23,6 +23,8 @@ from tests.e2e.otlp import OtlpCollector
 KEY_DEMO = "memcrm-dev"
 KEY_OTHER = "other-tenant-key"
 KEY_READER = "demo-reader-key"
+# WatchSignals streams end after this long (MEMCRM_SIGNALS_STREAM_MAX_S), short for the tests.
+SIGNALS_STREAM_MAX_S = 4.0
 API_KEYS = f"""
 keys:
   - {{key: {KEY_DEMO}, tenant: demo, roles: [writer, reader, recommender, auditor, admin]}}
@@ -106,6 +108,7 @@ def service(
         catalogs_dir=catalogs_dir,
         catalog_reload_s=0.5,
         model_registry_dir=model_registry_dir,
+        signals_stream_max_s=SIGNALS_STREAM_MAX_S,
     )
     migrate(stores.database_url)
     runtime = ServeRuntime(settings, stores.database_url, stores.redis_url)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -43,7 +45,11 @@ from memcrm.v1 import (
     ingestion_pb2_grpc,
     memory_pb2,
     recommendation_pb2,
+    signals_pb2,
+    signals_pb2_grpc,
 )
+
+S = TypeVar("S")
 
 TWEETS_HEADER = (
     "tweet_id,airline_sentiment,airline_sentiment_confidence,negativereason,"
@@ -407,17 +413,24 @@ class Ingestion(ingestion_pb2_grpc.IngestionServiceServicer):
         return ingestion_pb2.IngestBatchResponse(results=results, trace_id="a" * 32)
 
 
-@pytest.fixture
-def server() -> Iterator[tuple[str, Ingestion]]:
-    servicer = Ingestion()
+@contextmanager
+def serving(add: Callable[[S, grpc.Server], None], servicer: S) -> Iterator[str]:
+    """An in-process gRPC server with ``servicer``; yields its address."""
     grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(servicer, grpc_server)
+    add(servicer, grpc_server)
     port = grpc_server.add_insecure_port("127.0.0.1:0")
     grpc_server.start()
     try:
-        yield f"127.0.0.1:{port}", servicer
+        yield f"127.0.0.1:{port}"
     finally:
         grpc_server.stop(None).wait()
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, Ingestion]]:
+    servicer = Ingestion()
+    with serving(ingestion_pb2_grpc.add_IngestionServiceServicer_to_server, servicer) as address:
+        yield address, servicer
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
@@ -526,3 +539,42 @@ def test_shift_to_now_moves_every_row_by_whole_days_and_records_it() -> None:
         )
         assert delta == timedelta(days=days)
         assert after.interaction.attributes["replay.shift_days"] == str(days)
+
+
+@dataclass
+class Signals(signals_pb2_grpc.SignalServiceServicer):
+    """Ends each stream after two events, as the real server ends a stream after its lifetime."""
+
+    requests: list[signals_pb2.WatchSignalsRequest] = field(default_factory=list)
+
+    def WatchSignals(  # noqa: N802
+        self, request: signals_pb2.WatchSignalsRequest, context: grpc.ServicerContext
+    ) -> Iterator[signals_pb2.WatchSignalsResponse]:
+        self.requests.append(request)
+        start = int(request.after.split("-")[1]) + 1 if request.after.startswith("7-") else 0
+        for seq in range(start, start + 2):
+            yield signals_pb2.WatchSignalsResponse(
+                event_id=f"7-{seq}",
+                customer_id=f"c-{seq}",
+                prediction=memory_pb2.Prediction(
+                    name="support_need",
+                    score=0.72,
+                    explanation=common_pb2.Explanation(summary=f"Support need 0.72, event {seq}."),
+                ),
+                threshold=0.5,
+                crossing=signals_pb2.SIGNAL_CROSSING_RISING,
+            )
+
+
+def test_watch_reconnects_after_the_last_event_and_stops_at_count() -> None:
+    servicer = Signals()
+    with serving(signals_pb2_grpc.add_SignalServiceServicer_to_server, servicer) as address:
+        code, out, _ = invoke(
+            "watch", "--name", "support_need", "--after", "7-0", "--count", "3",
+            "--address", address,
+        )  # fmt: skip
+    assert code == 0
+    assert [r.after for r in servicer.requests] == ["7-0", "7-2"]
+    assert all(list(r.names) == ["support_need"] for r in servicer.requests)
+    assert [line.split()[1] for line in out.splitlines() if "→" in line] == ["c-1", "c-2", "c-3"]
+    assert "Support need 0.72, event 3." in out

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     # request slots; more get RESOURCE_EXHAUSTED), and the events each tenant's stream keeps
     # for clients resuming after a disconnect (Redis, approximate trimming).
     signals_max_watchers: int = Field(default=8, ge=1, le=1000)
+    # A stream ends (status OK) after this long; the client reconnects with `after` set to the
+    # last event_id it saw. It bounds how long a slot stays taken by a client that vanished
+    # without its cancellation reaching the replica.
+    signals_stream_max_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
     signals_stream_maxlen: int = Field(default=100_000, ge=100, le=10_000_000)
 
     @field_validator("database_url", "redis_url", "api_keys", mode="before")

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -152,13 +154,20 @@ class SignalFeed:
         return raw.decode() if isinstance(raw, bytes) else str(raw)
 
     async def events(
-        self, tenant_id: str, after: str, *, block_ms: int = 1000, count: int = 100
+        self,
+        tenant_id: str,
+        after: str,
+        *,
+        until: float = math.inf,
+        block_ms: int = 1000,
+        count: int = 100,
     ) -> AsyncIterator[SignalEvent]:
-        """Events after ``after`` forever (the caller stops iterating to leave)."""
+        """Events after ``after`` until ``time.monotonic()`` passes ``until`` (within one
+        ``block_ms`` wait), or forever by default; the caller may stop iterating at any time."""
         check_cursor(after)
         key = stream_key(tenant_id)
         cursor = after
-        while True:
+        while time.monotonic() < until:
             try:
                 batches: Any = await self._redis.xread({key: cursor}, count=count, block=block_ms)
             except redis.RedisError as exc:

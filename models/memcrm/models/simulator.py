@@ -53,12 +53,43 @@ Causal structure (the ground truth)
     interactions with weight > 0 whose kind enters its equation (``DRIVERS``); whether the
     context is a cause is recorded separately.
 
+Customer signals (a second, separate causal structure)
+    Besides the actions' outcomes every customer has three *signals*: facts about the customer
+    that a CRM would want to predict before anyone writes in. They are about the customer, not
+    about a message, so they read the history only (the current context does not enter them)::
+
+        churn_risk           P(the customer leaves us within 90 days)
+                             -2.6 + 1.6 sat(L) + 1.3 sat(D) + 2.6 sat(S) + 0.8 sat(O) - 2.0 sat(P)
+        purchase_propensity  P(the customer buys a ticket or an extra within 30 days)
+                             -1.9 + 3.0 sat(P) - 1.4 sat(L + D + S + O)
+        support_need         P(the customer contacts support within 7 days)
+                             -3.0 + 3.6 sat(L7) + 3.1 sat(D7) + 2.6 sat(S7)
+
+    L, D, S, O, P are the loads above (30-day half-life) over the history alone. What a CRM
+    believes: a customer leaves after problems that were not put right, above all a fight with
+    customer service, and stays when the trips went well; happy customers buy again and any
+    recent trouble puts them off; a customer comes back to support while an issue is still
+    open, and issues with bags, flights and service are the ones that stay open, so
+    ``support_need`` reads L7, D7 and S7: the same loads with a 7-day half-life (the weight
+    ``0.5 ** (age / 7) * m(channel)``, same channel and direction rules), because last week's
+    lost bag brings a call this week and last season's does not. On simulated customers the
+    base rates are about 17 % (churn), 17 % (purchase) and 14 % (support), and the true
+    log-odds rank the outcomes with a ROC-AUC of about 0.79 each (the ceiling for any model).
+
+    Outcomes are Bernoulli draws with ``p = sigmoid(log-odds)`` from their OWN generator,
+    seeded by ``(seed, split, SIGNAL_STREAM)``: the action outcomes and every other draw above
+    are exactly what they were before signals existed. Signals are independent of the action
+    outcomes given the history: nothing the company does changes them here (a simplification).
+    ``SIGNAL_DRIVERS`` lists the kinds in each signal's equation; a signal's true causes are the
+    history interactions with weight > 0 whose kind is one of its drivers, however small the
+    weight (a year-old bag complaint is, barely, a cause of ``support_need``).
+
 Held-out split
     A tweet belongs to the held-out pool when ``sha256("split:<tweet_id>") mod 10`` is in
     ``held_out_buckets`` (20 % by default). Training customers are built only from training
     tweets and held-out customers only from held-out tweets, so evaluation never sees a text the
     model was trained on. Everything random comes from a ``numpy.random.Generator`` seeded by
-    ``(seed, split)``.
+    ``(seed, split)``, except the signal outcomes (their own generator, see above).
 """
 
 from __future__ import annotations
@@ -116,6 +147,20 @@ DRIVERS: Mapping[str, frozenset[Kind]] = {
     "seat_upgrade_offer": NEGATIVE_KINDS | {Kind.POSITIVE},
     "loyalty_thanks": NEGATIVE_KINDS | {Kind.POSITIVE},
 }
+
+# Which kinds enter each customer signal's equation (see the module docstring).
+SIGNAL_DRIVERS: Mapping[str, frozenset[Kind]] = {
+    "churn_risk": NEGATIVE_KINDS | {Kind.POSITIVE},
+    "purchase_propensity": NEGATIVE_KINDS | {Kind.POSITIVE},
+    "support_need": frozenset({Kind.LUGGAGE, Kind.DISRUPTION, Kind.SERVICE}),
+}
+SIGNAL_HALF_LIFE_DAYS: Mapping[str, float | None] = {  # None: the config's half-life
+    "churn_risk": None,
+    "purchase_propensity": None,
+    "support_need": 7.0,
+}
+# The third word of the signal generator's seed (after seed and split): b"signals" as an int.
+SIGNAL_STREAM = int.from_bytes(b"signals", "big")
 
 _REASON_KIND = {
     "Lost Luggage": Kind.LUGGAGE,
@@ -231,6 +276,20 @@ class SimInteraction:
 
 
 @dataclass(frozen=True, slots=True)
+class SignalTruth:
+    """One customer's customer-signal ground truth (signal id -> value)."""
+
+    logits: Mapping[str, float]
+    probabilities: Mapping[str, float]
+    outcomes: Mapping[str, bool]
+    causes: Mapping[str, tuple[int, ...]]  # signal id -> indices into history
+
+    @classmethod
+    def empty(cls) -> SignalTruth:
+        return cls({}, {}, {}, {})
+
+
+@dataclass(frozen=True, slots=True)
 class SimCustomer:
     customer_id: str
     split: Split
@@ -243,6 +302,7 @@ class SimCustomer:
     best_action: str  # highest probability x value
     causes: Mapping[str, tuple[int, ...]]  # action id -> indices into history
     context_causes: frozenset[str] = field(default_factory=frozenset)
+    signals: SignalTruth = field(default_factory=SignalTruth.empty)
 
 
 def _hash_int(salt: str, tweet_id: int) -> int:
@@ -284,6 +344,24 @@ def structural_logits(loads: Mapping[Kind, float]) -> dict[str, float]:
         "seat_upgrade_offer": -1.8 + 2.8 * _sat(pos) - 2.2 * _sat(lug)
         - 1.2 * _sat(dis + ser + oth),
         "loyalty_thanks": -0.8 + 2.4 * _sat(pos) - 1.0 * _sat(lug + dis + ser + oth),
+    }  # fmt: skip
+
+
+def structural_signal_logits(
+    loads: Mapping[Kind, float], recent: Mapping[Kind, float]
+) -> dict[str, float]:
+    """The documented log-odds of each customer signal given the history's per-kind loads.
+
+    ``loads`` use the config's half-life, ``recent`` the 7-day one (``SIGNAL_HALF_LIFE_DAYS``).
+    """
+    lug, dis, ser = loads[Kind.LUGGAGE], loads[Kind.DISRUPTION], loads[Kind.SERVICE]
+    oth, pos = loads[Kind.OTHER_NEGATIVE], loads[Kind.POSITIVE]
+    return {
+        "churn_risk": -2.6 + 1.6 * _sat(lug) + 1.3 * _sat(dis) + 2.6 * _sat(ser)
+        + 0.8 * _sat(oth) - 2.0 * _sat(pos),
+        "purchase_propensity": -1.9 + 3.0 * _sat(pos) - 1.4 * _sat(lug + dis + ser + oth),
+        "support_need": -3.0 + 3.6 * _sat(recent[Kind.LUGGAGE])
+        + 3.1 * _sat(recent[Kind.DISRUPTION]) + 2.6 * _sat(recent[Kind.SERVICE]),
     }  # fmt: skip
 
 
@@ -352,32 +430,74 @@ class JourneySimulator:
     def pool(self, split: Split, kind: Kind) -> tuple[int, ...]:
         return tuple(int(i) for i in self._pools[split, kind])
 
-    def weight(self, interaction: SimInteraction) -> float:
-        """The causal weight of one interaction (0 when it causes nothing)."""
+    def weight(self, interaction: SimInteraction, half_life_days: float | None = None) -> float:
+        """The causal weight of one interaction (0 when it causes nothing); ``half_life_days``
+        overrides the config's half-life (the 7-day signal loads)."""
         cfg = self.config
         if interaction.direction is Direction.OUTBOUND:
             return 0.0
         if self.tweets[interaction.tweet].kind is Kind.NEUTRAL:
             return 0.0
-        recency = float(0.5 ** (max(interaction.age_days, 0.0) / cfg.half_life_days))
+        half_life = cfg.half_life_days if half_life_days is None else half_life_days
+        recency = float(0.5 ** (max(interaction.age_days, 0.0) / half_life))
         if interaction.channel in EMPHATIC_CHANNELS:
             return recency * cfg.emphatic_channel_multiplier
         return recency
 
-    def loads(self, history: Sequence[SimInteraction], context: int | None) -> dict[Kind, float]:
+    def loads(
+        self,
+        history: Sequence[SimInteraction],
+        context: int | None,
+        half_life_days: float | None = None,
+    ) -> dict[Kind, float]:
         totals = dict.fromkeys(Kind, 0.0)
         for interaction in history:
-            totals[self.tweets[interaction.tweet].kind] += self.weight(interaction)
+            totals[self.tweets[interaction.tweet].kind] += self.weight(interaction, half_life_days)
         if context is not None and self.tweets[context].kind is not Kind.NEUTRAL:
             totals[self.tweets[context].kind] += 1.0
         return totals
 
+    def signal_logits(self, history: Sequence[SimInteraction]) -> dict[str, float]:
+        """The structural log-odds of every customer signal for a history (context unused)."""
+        recent = self.loads(history, None, SIGNAL_HALF_LIFE_DAYS["support_need"])
+        return structural_signal_logits(self.loads(history, None), recent)
+
+    def _signal_truth(
+        self, history: Sequence[SimInteraction], rng: np.random.Generator
+    ) -> SignalTruth:
+        logits = self.signal_logits(history)
+        probabilities = {name: _sigmoid(logit) for name, logit in logits.items()}
+        draws = rng.random(len(SIGNAL_DRIVERS))
+        causes = {
+            name: tuple(
+                i
+                for i, inter in enumerate(history)
+                if self.weight(inter, SIGNAL_HALF_LIFE_DAYS[name]) > 0
+                and self.tweets[inter.tweet].kind in drivers
+            )
+            for name, drivers in SIGNAL_DRIVERS.items()
+        }
+        return SignalTruth(
+            logits=logits,
+            probabilities=probabilities,
+            outcomes={
+                name: bool(draws[i] < probabilities[name]) for i, name in enumerate(SIGNAL_DRIVERS)
+            },
+            causes=causes,
+        )
+
     def customers(self, n: int, split: Split, seed: int) -> list[SimCustomer]:
-        """``n`` customers of one split; the same (n, split, seed) always gives the same list."""
+        """``n`` customers of one split; the same (n, split, seed) always gives the same list.
+
+        Signal outcomes come from a second generator, so the rest is unchanged by them.
+        """
         split_code = 0 if split is Split.TRAIN else 1
         rng = np.random.default_rng(np.random.SeedSequence([seed, split_code]))
+        signal_rng = np.random.default_rng(
+            np.random.SeedSequence([seed, split_code, SIGNAL_STREAM])
+        )
         return [
-            self._customer(f"sim-{split.value}-{seed}-{number:06d}", split, rng)
+            self._customer(f"sim-{split.value}-{seed}-{number:06d}", split, rng, signal_rng)
             for number in range(n)
         ]
 
@@ -387,7 +507,13 @@ class JourneySimulator:
         pool = self._pools[split, kind]
         return int(pool[int(rng.integers(len(pool)))])
 
-    def _customer(self, customer_id: str, split: Split, rng: np.random.Generator) -> SimCustomer:
+    def _customer(
+        self,
+        customer_id: str,
+        split: Split,
+        rng: np.random.Generator,
+        signal_rng: np.random.Generator,
+    ) -> SimCustomer:
         cfg = self.config
         persona = _PERSONA_NAMES[_pick(rng, _PERSONA_CDF)]
         mix = _PERSONA_MIXES[persona]
@@ -438,6 +564,7 @@ class JourneySimulator:
             best_action=best.action_id,
             causes=causes,
             context_causes=context_causes,
+            signals=self._signal_truth(history, signal_rng),
         )
 
     def describe(self) -> dict[str, object]:

@@ -18,6 +18,8 @@ from memcrm.v1 import (
     memory_pb2_grpc,
     recommendation_pb2,
     recommendation_pb2_grpc,
+    signals_pb2,
+    signals_pb2_grpc,
 )
 
 DEFAULT_HOST = "127.0.0.1"
@@ -47,6 +49,7 @@ class MemcrmClient:
         self._ingestion = ingestion_pb2_grpc.IngestionServiceStub(channel)
         self._memory = memory_pb2_grpc.MemoryServiceStub(channel)
         self._recommendation = recommendation_pb2_grpc.RecommendationServiceStub(channel)
+        self._signals = signals_pb2_grpc.SignalServiceStub(channel)
 
     @classmethod
     def connect(cls, address: str, api_key: str, timeout: float | None = None) -> Self:
@@ -156,3 +159,25 @@ class MemcrmClient:
             request, metadata=self._metadata, timeout=self._timeout
         )
         return response
+
+    def watch_signals(
+        self,
+        *,
+        after: str,
+        names: Sequence[str] = (),
+        customer_ids: Sequence[str] = (),
+        rising_only: bool = False,
+    ) -> Iterator[signals_pb2.WatchSignalsResponse]:
+        """Every event after the cursor ``after``, for as long as the caller iterates.
+
+        The server ends each stream after its lifetime; this reconnects after the last event
+        seen (or the starting cursor), so nothing is missed or repeated. No deadline applies.
+        """
+        cursor = after
+        while True:
+            request = signals_pb2.WatchSignalsRequest(
+                names=names, customer_ids=customer_ids, after=cursor, rising_only=rising_only
+            )
+            for event in self._signals.WatchSignals(request, metadata=self._metadata):
+                cursor = event.event_id
+                yield event

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -46,9 +47,11 @@ from memcrm.cli.render import (
     render_ingest,
     render_nba,
     render_recall,
+    render_signal,
     render_summary,
     render_timeline,
 )
+from memcrm.core.types import SIGNAL_NAMES
 from memcrm.v1 import common_pb2, memory_pb2
 
 MAX_BATCH = 500
@@ -452,6 +455,58 @@ def nba(
         typer.echo(to_json(response))
     else:
         render_nba(stdout(), response)
+
+
+SIGNAL_CHOICES = ", ".join(SIGNAL_NAMES)
+
+
+@app.command()
+def watch(
+    name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--name", help="Only this prediction (repeatable): " + ", ".join(SIGNAL_NAMES)
+        ),
+    ] = None,
+    customer: Annotated[
+        list[str] | None, typer.Option("--customer", help="Only this customer (repeatable).")
+    ] = None,
+    after: Annotated[
+        str | None,
+        typer.Option(
+            metavar="EVENT_ID",
+            help="Resume after this event id (default: from now; '<unix ms>-0' is a moment).",
+        ),
+    ] = None,
+    rising_only: Annotated[bool, typer.Option(help="Only predictions that rose.")] = False,
+    count: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many events (default: never).")
+    ] = None,
+    address: AddressOption = None,
+    api_key: ApiKeyOption = DEFAULT_API_KEY,
+    as_json: JsonOption = False,
+) -> None:
+    """Proactive signals as they happen: a customer's prediction crossed its threshold after
+    an ingestion (one line, or one JSON object, per event; Ctrl-C stops)."""
+    cursor = after if after is not None else f"{time.time_ns() // 1_000_000}-0"
+    console = stdout()
+    seen = 0
+    # Unary calls' deadline; the stream itself has none (the client reconnects).
+    with connected(Connection(address, api_key, 30.0)) as client:
+        events = client.watch_signals(
+            after=cursor, names=name or (), customer_ids=customer or (), rising_only=rising_only
+        )
+        try:
+            for event in events:
+                if as_json:
+                    typer.echo(to_json(event, compact=True))
+                else:
+                    render_signal(console, event)
+                seen += 1
+                if count is not None and seen >= count:
+                    break
+        except KeyboardInterrupt:
+            pass
 
 
 @app.command()

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 from rich.table import Table
 from rich.text import Text
 
-from memcrm.v1 import common_pb2, ingestion_pb2, memory_pb2, recommendation_pb2
+from memcrm.v1 import common_pb2, ingestion_pb2, memory_pb2, recommendation_pb2, signals_pb2
 
 BAR_HALF = 10
 SNIPPET_CHARS = 70
@@ -275,3 +275,26 @@ def render_nba(console: Console, response: recommendation_pb2.NextBestActionResp
             style="dim",
         )
     )
+
+
+# Signals ------------------------------------------------------------------------------------
+
+
+def render_signal(console: Console, event: signals_pb2.WatchSignalsResponse) -> None:
+    """One event: who, which prediction moved where, and why (the explanation's summary)."""
+    p = event.prediction
+    rising = event.crossing == signals_pb2.SIGNAL_CROSSING_RISING
+    before = f"{event.previous_score:.2f}" if event.HasField("previous_score") else "new"
+    console.print(
+        Text.assemble(
+            (fmt_time(event.evaluated_at), "dim"),
+            "  ",
+            (event.customer_id, "cyan"),
+            f"  {p.name} {before} → {p.score:.2f} ",
+            ("▲" if rising else "▼", "red" if rising else "green"),
+            f" threshold {event.threshold:.2f}",
+            (f"  event {event.event_id}", "dim"),
+        )
+    )
+    if p.explanation.summary:
+        console.print(Text(f"   {p.explanation.summary}", style="italic"))

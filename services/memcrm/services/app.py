@@ -22,6 +22,7 @@ SERVICER_FUNCTIONS = [
     "memcrm.v1.audit_pb2_grpc.add_AuditServiceServicer_to_server",
     "memcrm.v1.diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server",
     "memcrm.v1.models_pb2_grpc.add_ModelServiceServicer_to_server",
+    "memcrm.v1.signals_pb2_grpc.add_SignalServiceServicer_to_server",
 ]
 
 

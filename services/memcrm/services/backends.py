@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ray import serve
@@ -17,7 +18,7 @@ from ray import serve
 from memcrm.core.errors import InvalidArgument
 from memcrm.core.settings import Settings
 from memcrm.core.tenants import TenantConfigs
-from memcrm.core.tracing import child_span, configure_tracing
+from memcrm.core.tracing import child_span, configure_tracing, set_attributes
 from memcrm.core.types import (
     DecisionRecord,
     DecisionRequest,
@@ -25,11 +26,13 @@ from memcrm.core.types import (
     Interaction,
     TraceRef,
 )
+from memcrm.decisions.predictions import Predictor, SignalWatcher, Trigger
 from memcrm.decisions.replay import Replay
 from memcrm.interpret.pipeline import Analysis, Interpreter
 from memcrm.memory.activations import Activation
 from memcrm.memory.hot import HotState
 from memcrm.memory.ingest import Ingestor
+from memcrm.memory.signals import SignalState
 from memcrm.memory.store import MemoryStore
 
 if TYPE_CHECKING:
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 class IngestionDeployment:
     def __init__(self, settings: Settings, database_url: str, redis_url: str) -> None:
         from memcrm.models.enrichment import EnrichmentModel
+        from memcrm.models.signals import load_signal_scorer
 
         configure_tracing("ingestion")
         tenants = TenantConfigs.load(settings.tenants_dir)
@@ -52,6 +56,13 @@ class IngestionDeployment:
         interpreter = Interpreter(model, tenants)
         self._store = MemoryStore(database_url, max_size=settings.db_pool_max)
         self._ingestor = Ingestor(self._store, HotState(redis_url), interpreter)
+        self._signals = SignalWatcher(
+            self._store,
+            SignalState(redis_url, maxlen=settings.signals_stream_maxlen),
+            Predictor(load_signal_scorer(settings.signals_model_dir)),
+            tenants,
+            memories=settings.signals_memories,
+        )
 
     async def ingest(
         self,
@@ -69,12 +80,62 @@ class IngestionDeployment:
             if screening.pending:
                 intent_set = self._ingestor.interpreter.intent_set(tenant_id)
                 analyses = await self._analyze((intent_set, screening.texts))
-            return await asyncio.to_thread(self._ingestor.store, screening, analyses, trace)
+            outcomes = await asyncio.to_thread(self._ingestor.store, screening, analyses, trace)
+            if any(o.memory_id and not o.duplicate for o in outcomes):
+                await asyncio.to_thread(self._evaluate_signals, tenant_id, items, outcomes, trace)
+            return outcomes
+
+    def _evaluate_signals(
+        self,
+        tenant_id: str,
+        items: Sequence[Interaction | InvalidArgument],
+        outcomes: Sequence[IngestOutcome],
+        trace: TraceRef,
+    ) -> None:
+        """Recompute the customers' predictions and publish crossings (WatchSignals).
+
+        The memories are durably stored by now, and the answer must say so: a failure here is
+        logged on the span and the log, never returned. The customers' stored scores stay as
+        they were, so their next ingestion catches the crossing up.
+        """
+        with child_span("memcrm.signals") as span:
+            try:
+                triggers = signal_triggers(items, outcomes, trace)
+                events = self._signals.after_ingest(tenant_id, triggers, datetime.now(UTC))
+            except Exception as exc:
+                log.warning("memcrm.signals: evaluation failed: %s", exc, exc_info=exc)
+                set_attributes(span, {"memcrm.signals.failed": True})
+                return
+            set_attributes(
+                span, {"memcrm.customers": len(triggers), "memcrm.signals.events": len(events)}
+            )
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.003)
     async def _analyze(self, requests: list[tuple[str, list[str]]]) -> list[list[Analysis]]:
         """One encoder pass over the texts of every request waiting now (cross-request batch)."""
         return await asyncio.to_thread(self._ingestor.interpreter.analyze_many, requests)
+
+
+def signal_triggers(
+    items: Sequence[Interaction | InvalidArgument],
+    outcomes: Sequence[IngestOutcome],
+    trace: TraceRef,
+) -> dict[str, Trigger]:
+    """Per customer, the newest interaction this request stored (duplicates move nothing)."""
+    newest: dict[str, tuple[Interaction, IngestOutcome]] = {}
+    for item, outcome in zip(items, outcomes, strict=True):
+        if not isinstance(item, Interaction) or not outcome.memory_id or outcome.duplicate:
+            continue
+        seen = newest.get(item.customer_id)
+        if seen is None or item.occurred_at >= seen[0].occurred_at:
+            newest[item.customer_id] = (item, outcome)
+    return {
+        customer: Trigger(outcome.memory_id, item.interaction_id, trace)
+        for customer, (item, outcome) in newest.items()
+    }
+
+
+# Decisions one recommendation replica runs at once (see RecommendationDeployment).
 
 
 class RecommendationDeployment:

@@ -11,6 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from memcrm.core.errors import InvalidArgument
 from memcrm.core.types import (
+    SIGNAL_NAMES,
     CustomerProfile,
     DecisionRecord,
     Enrichment,
@@ -21,11 +22,20 @@ from memcrm.core.types import (
     Label,
     Memory,
     Outcome,
+    Prediction,
     ProfileItem,
     RecalledMemory,
     RecommendedAction,
+    SignalEvent,
+    SignalFilter,
 )
-from memcrm.core.validation import check_channel, check_direction
+from memcrm.core.validation import (
+    MAX_WATCHED_CUSTOMERS,
+    check_channel,
+    check_direction,
+    check_id,
+)
+from memcrm.memory.signals import check_cursor
 from memcrm.v1 import (
     audit_pb2,
     common_pb2,
@@ -33,6 +43,7 @@ from memcrm.v1 import (
     memory_pb2,
     models_pb2,
     recommendation_pb2,
+    signals_pb2,
 )
 
 if TYPE_CHECKING:
@@ -205,12 +216,7 @@ def profile_msg(p: CustomerProfile) -> memory_pb2.CustomerProfile:
                 for x in trend.points
             ],
         ),
-        predictions=[
-            memory_pb2.Prediction(
-                name=x.name, score=x.score, explanation=explanation_msg(x.explanation)
-            )
-            for x in p.predictions
-        ],
+        predictions=[prediction_msg(x) for x in p.predictions],
         last_contact=[
             memory_pb2.ChannelContact(
                 channel=int(x.channel),  # type: ignore[arg-type]
@@ -355,3 +361,48 @@ def model_version_msg(e: ModelEntry) -> models_pb2.ModelVersion:
         metrics_json=json.dumps(e.metrics, sort_keys=True),
         training_data_json=json.dumps(e.training_data, sort_keys=True),
     )
+
+
+def prediction_msg(x: Prediction) -> memory_pb2.Prediction:
+    return memory_pb2.Prediction(
+        name=x.name, score=x.score, explanation=explanation_msg(x.explanation)
+    )
+
+
+def signal_filter(msg: signals_pb2.WatchSignalsRequest) -> SignalFilter:
+    """The stream's filters; bad names or customer ids are INVALID_ARGUMENT naming the field."""
+    for i, name in enumerate(msg.names):
+        if name not in SIGNAL_NAMES:
+            raise InvalidArgument(
+                f"names[{i}]", f"unknown prediction {name!r}; known: {', '.join(SIGNAL_NAMES)}"
+            )
+    if len(msg.customer_ids) > MAX_WATCHED_CUSTOMERS:
+        raise InvalidArgument("customer_ids", f"at most {MAX_WATCHED_CUSTOMERS}")
+    for i, customer_id in enumerate(msg.customer_ids):
+        check_id(f"customer_ids[{i}]", customer_id)
+    if msg.after:
+        check_cursor(msg.after)
+    return SignalFilter(
+        names=frozenset(msg.names),
+        customer_ids=frozenset(msg.customer_ids),
+        rising_only=msg.rising_only,
+    )
+
+
+def signal_msg(e: SignalEvent) -> signals_pb2.WatchSignalsResponse:
+    msg = signals_pb2.WatchSignalsResponse(
+        event_id=e.event_id,
+        customer_id=e.customer_id,
+        prediction=prediction_msg(e.prediction),
+        threshold=e.threshold,
+        crossing=int(e.crossing),  # type: ignore[arg-type]
+        model_version=e.model_version,
+        evaluated_at=timestamp(e.evaluated_at),
+        memory_id=e.memory_id,
+        interaction_id=e.interaction_id,
+        trace_id=e.trace.trace_id,
+        span_id=e.trace.span_id,
+    )
+    if e.previous_score is not None:
+        msg.previous_score = e.previous_score
+    return msg

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
+import grpc
 from google.protobuf.message import Message
 from opentelemetry.trace import Span
 from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
 
 from memcrm.core.auth import KeyRing, require
-from memcrm.core.errors import InvalidArgument
+from memcrm.core.errors import InvalidArgument, ResourceExhausted
 from memcrm.core.settings import Settings
+from memcrm.core.tenants import TenantConfigs
 from memcrm.core.tracing import (
     add_links,
     configure_tracing,
@@ -31,7 +35,13 @@ from memcrm.core.tracing import (
     set_attributes,
     trace_ref,
 )
-from memcrm.core.types import DecisionRecord, DecisionRequest, Interaction, Principal
+from memcrm.core.types import (
+    CustomerProfile,
+    DecisionRecord,
+    DecisionRequest,
+    Interaction,
+    Principal,
+)
 from memcrm.core.validation import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_TOP_N,
@@ -43,11 +53,13 @@ from memcrm.core.validation import (
     check_interaction,
     check_text,
 )
+from memcrm.decisions.predictions import Predictor, SignalWatcher
 from memcrm.decisions.replay import Replay
 from memcrm.memory.decisions import DecisionStore
 from memcrm.memory.hot import HotState
 from memcrm.memory.profile import Profiles
 from memcrm.memory.recall import MemoryReader
+from memcrm.memory.signals import SignalFeed, SignalState
 from memcrm.memory.store import MemoryStore
 from memcrm.services import convert
 from memcrm.services.status import to_status
@@ -58,6 +70,7 @@ from memcrm.v1 import (
     memory_pb2,
     models_pb2,
     recommendation_pb2,
+    signals_pb2,
 )
 
 log = logging.getLogger(__name__)
@@ -76,6 +89,7 @@ class Gateway:
         recommendation: DeploymentHandle[Any],
     ) -> None:
         from memcrm.models.query_encoder import QueryEncoder
+        from memcrm.models.signals import load_signal_scorer
 
         configure_tracing("gateway")
         self._keys = KeyRing.configured(settings.api_keys_file, settings.api_keys)
@@ -87,6 +101,18 @@ class Gateway:
         self._reader = MemoryReader(store, encoder)
         self._profiles = Profiles(store, HotState(redis_url))
         self._decisions = DecisionStore(store)
+        # Profiles carry explained predictions; WatchSignals streams their crossings.
+        self._signals = SignalWatcher(
+            store,
+            SignalState(redis_url, maxlen=settings.signals_stream_maxlen),
+            Predictor(load_signal_scorer(settings.signals_model_dir)),
+            TenantConfigs.load(settings.tenants_dir),
+            memories=settings.signals_memories,
+        )
+        self._feed = SignalFeed(redis_url)
+        self._max_watchers = settings.signals_max_watchers
+        self._stream_max_s = settings.signals_stream_max_s
+        self._watchers = 0
 
     async def _serve(
         self,
@@ -110,6 +136,11 @@ class Gateway:
                 ctx.set_code(code)
                 ctx.set_details(details)
                 return empty()
+
+    def _profile(self, tenant_id: str, customer_id: str, as_of: datetime | None) -> CustomerProfile:
+        profile = self._profiles.get(tenant_id, customer_id, as_of=as_of)
+        predictions = self._signals.profile_predictions(tenant_id, customer_id, profile.as_of)
+        return replace(profile, predictions=predictions)
 
     # IngestionService ---------------------------------------------------------------------
 
@@ -238,7 +269,7 @@ class Gateway:
             as_of = convert.as_of(request)
             set_attributes(span, {"memcrm.customer_id": request.customer_id})
             profile = await asyncio.to_thread(
-                self._profiles.get, p.tenant_id, request.customer_id, as_of=as_of
+                self._profile, p.tenant_id, request.customer_id, as_of
             )
             return memory_pb2.GetCustomerProfileResponse(
                 profile=convert.profile_msg(profile), trace_id=trace_ref(span).trace_id
@@ -488,3 +519,56 @@ class Gateway:
             diagnostics_pb2.EchoResponse,
             work,
         )
+
+    # SignalService ------------------------------------------------------------------------
+
+    async def WatchSignals(  # noqa: N802
+        self, request: signals_pb2.WatchSignalsRequest, grpc_context: RayServegRPCContext
+    ) -> AsyncIterator[signals_pb2.WatchSignalsResponse]:
+        """A server stream: the span covers subscribing (authentication, validation, cursor),
+        not the hours a stream may stay open; each event carries its ingestion's trace."""
+        rpc = "memcrm.v1.SignalService/WatchSignals"
+        metadata = grpc_context.invocation_metadata()
+        with server_span(rpc, metadata, {"rpc.system": "grpc", "rpc.method": rpc}) as span:
+            trace_id = trace_ref(span).trace_id
+            try:
+                principal = self._keys.authenticate(metadata)
+                require(principal, "reader")
+                set_attributes(span, {"memcrm.tenant": principal.tenant_id})
+                wanted = convert.signal_filter(request)
+                if self._watchers >= self._max_watchers:
+                    raise ResourceExhausted(
+                        f"this replica already serves {self._max_watchers} WatchSignals streams "
+                        "(MEMCRM_SIGNALS_MAX_WATCHERS)"
+                    )
+                after = request.after or await self._feed.last_id(principal.tenant_id)
+            except Exception as exc:
+                code, details = to_status(exc, trace_id)
+                set_attributes(span, {"rpc.grpc.status_code": code.value[0]})
+                _end_stream(grpc_context, code, details)
+        self._watchers += 1
+        until = time.monotonic() + self._stream_max_s
+        try:
+            async for event in self._feed.events(principal.tenant_id, after, until=until):
+                if wanted.matches(event):
+                    yield convert.signal_msg(event)
+        except Exception as exc:  # Redis gone mid-stream: end it with a status, not a traceback
+            code, details = to_status(exc, trace_id)
+            _end_stream(grpc_context, code, details)
+        finally:
+            self._watchers -= 1
+
+
+class StreamEnded(Exception):
+    """Ends a server stream with the status set on its context.
+
+    Ray Serve's proxy applies a streaming method's context only together with a yielded
+    message; a stream that fails before its first message must raise after setting the code,
+    and the proxy then answers with that code and details (never the exception's text).
+    """
+
+
+def _end_stream(ctx: RayServegRPCContext, code: grpc.StatusCode, details: str) -> NoReturn:
+    ctx.set_code(code)
+    ctx.set_details(details)
+    raise StreamEnded(details)
