@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memcrm.core.types import Channel, Direction
+from memcrm.core.types import SIGNAL_NAMES, Channel, Direction
 from memcrm.models.encoder import Encoder
 from memcrm.models.nba import ArtifactIntegrityError, MemoryFeatures, NbaScorer, file_sha256
 from memcrm.models.nba import default_artifact_dir as artifact_dir
 from memcrm.models.signals import (
     SIGNAL_DEFINITIONS,
-    SIGNAL_NAMES,
     SIGNALS_ARTIFACT,
     SignalPrediction,
     load_signal_scorer,

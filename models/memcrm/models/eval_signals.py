@@ -45,14 +45,13 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from memcrm.core.types import EMBEDDING_DIM
+from memcrm.core.types import EMBEDDING_DIM, SIGNAL_NAMES
 from memcrm.models import simulator
 from memcrm.models.nba import MemoryFeatures, NbaScorer
 from memcrm.models.nba_net import NbaNet
 from memcrm.models.signals import (
     DEFAULT_PERMUTATIONS,
     SIGNAL_DEFINITIONS,
-    SIGNAL_NAMES,
     load_signal_scorer,
     predict_signals,
 )
