@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import shap
 from numpy.typing import NDArray
 
+from memcrm.explain import shapley
 from memcrm.explain.shapley import (
+    DEFAULT_PERMUTATIONS,
     AdditivityError,
     default_max_evals,
     explain_game,
+    permutation_walks,
     uses_exact,
 )
 
@@ -119,3 +123,74 @@ def test_additivity_violation_raises() -> None:
 
     with pytest.raises(AdditivityError):
         explain_game(batch_dependent, 12, seed=0)
+
+
+def test_permutation_game_is_evaluated_in_one_call_with_shaps_own_numbers() -> None:
+    # Every coalition of shap's walks is evaluated in one call (plus the call for the base and
+    # output values), and the values are those shap computes calling the game per walk.
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(33, 3))
+
+    def game(coalitions: NDArray[np.bool_]) -> NDArray[np.float64]:
+        x = coalitions.astype(np.float64)
+        return np.tanh((x[:, :, None] * w[None]).sum(axis=1))  # row by row: batch-invariant
+
+    sizes: list[int] = []
+
+    def counted(coalitions: NDArray[np.bool_]) -> NDArray[np.float64]:
+        sizes.append(len(coalitions))
+        return game(coalitions)
+
+    budget = default_max_evals(33)
+    results = explain_game(counted, 33, seed=7, max_evals=budget)
+    assert sizes == [2, budget]
+
+    state = np.random.get_state()
+    reference = shap.PermutationExplainer(
+        lambda masked: game(np.asarray(masked) > 0.5), np.zeros((1, 33)), seed=7
+    )(np.ones((1, 33)), max_evals=budget, silent=True)
+    np.random.set_state(state)
+    expected = np.asarray(reference.values).reshape(33, 3)
+    for k, result in enumerate(results):
+        assert np.array_equal(result.values, expected[:, k])
+
+
+def test_permutation_walks_are_prefixes_then_suffixes_of_each_permutation() -> None:
+    walks = permutation_walks(5, seed=3, permutations=2)
+    assert walks.shape == (2, 11, 5)
+    for walk in walks:
+        sizes = walk.sum(axis=1)
+        assert list(sizes) == [0, 1, 2, 3, 4, 5, 4, 3, 2, 1, 0]
+        forward, backward = walk[:6], walk[5:]
+        assert (np.diff(forward.astype(int), axis=0) >= 0).all()  # players only join
+        assert (np.diff(backward.astype(int), axis=0) <= 0).all()  # then leave
+        order = [int(np.flatnonzero(forward[j + 1] & ~forward[j])[0]) for j in range(5)]
+        leaving = [int(np.flatnonzero(backward[j] & ~backward[j + 1])[0]) for j in range(5)]
+        assert order == leaving  # the backward walk removes them in the same order
+
+
+def test_walks_that_shap_does_not_take_fall_back_to_the_game(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Should shap ever sample other permutations, its calls are answered by the game itself.
+    rng = np.random.default_rng(6)
+    w = rng.normal(size=(20, 2))
+
+    def game(coalitions: NDArray[np.bool_]) -> NDArray[np.float64]:
+        x = coalitions.astype(np.float64)
+        return np.sin((x[:, :, None] * w[None]).sum(axis=1))
+
+    expected = explain_game(game, 20, seed=2)
+    monkeypatch.setattr(
+        shapley, "permutation_walks", lambda n, seed, p: permutation_walks(n, seed + 1, p)
+    )
+    sizes: list[int] = []
+
+    def counted(coalitions: NDArray[np.bool_]) -> NDArray[np.float64]:
+        sizes.append(len(coalitions))
+        return game(coalitions)
+
+    got = explain_game(counted, 20, seed=2)
+    assert sizes[:2] == [2, default_max_evals(20)] and len(sizes) == 2 + DEFAULT_PERMUTATIONS
+    for a, b in zip(expected, got, strict=True):
+        assert np.array_equal(a.values, b.values)

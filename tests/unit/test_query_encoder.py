@@ -49,3 +49,18 @@ def test_bfloat16_keeps_direction_and_ranking(encoder: Encoder) -> None:
 def test_auto_uses_bfloat16_only_where_the_cpu_computes_it(encoder: Encoder) -> None:
     expected = "bfloat16" if native_bfloat16() else "float32"
     assert QueryEncoder(encoder).precision == expected
+
+
+def test_one_text_takes_the_lean_forward_with_bit_identical_vectors(encoder: Encoder) -> None:
+    # One text skips the transformers module stack; its vector is the module stack's, bit for
+    # bit, in both precisions (several texts, with padding, still take the module stack).
+    texts = [*QUERIES, *MEMORIES, "x " * 400]  # empty, short, long and truncated at 256
+    for precision in ("float32", "bfloat16"):
+        query = QueryEncoder(encoder, precision=precision)
+        assert query._lean is not None
+        lean = np.stack([query.encode([t])[0] for t in texts])
+        query._lean = None
+        stack = np.stack([query.encode([t])[0] for t in texts])
+        assert np.array_equal(lean, stack)
+        # Padded together, several texts get the same vectors up to the arithmetic's rounding.
+        np.testing.assert_allclose(query.encode(texts[:3]), stack[:3], atol=2e-2)

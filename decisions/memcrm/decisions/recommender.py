@@ -206,9 +206,10 @@ class Recommender:
         arbitration = arbitrate(catalog, context, features, inputs.history, propensity, top_n=top_n)
         top = arbitration.top
         explanations = self._explain(prepared, [self._columns[r.action_id] for r in top])
+        cited = [MemoryAttribution.of(m, 0.0) for m in memories]  # each action sets its values
         actions = [
             self._recommended(
-                r.rank, catalog.action(r.action_id).action, r, game, recalled, context.text
+                r.rank, catalog.action(r.action_id).action, r, game, recalled, cited, context.text
             )
             for r, game in zip(top, explanations, strict=True)
         ]
@@ -254,11 +255,21 @@ class Recommender:
         ranked: Ranked,
         game: GameExplanation,
         recalled: Sequence[RecalledMemory],
+        cited: Sequence[MemoryAttribution],
         context: str,
     ) -> RecommendedAction:
+        """``cited[i]`` is memory ``i``'s citation (any SHAP value): this action's value is set."""
         n = len(recalled)
         attributions = [
-            MemoryAttribution.of(r.memory, float(game.values[i])) for i, r in enumerate(recalled)
+            MemoryAttribution(
+                memory_id=c.memory_id,
+                interaction_id=c.interaction_id,
+                shap_value=value,
+                ingest_trace=c.ingest_trace,
+                snippet=c.snippet,
+                occurred_at=c.occurred_at,
+            )
+            for c, value in zip(cited, game.values[:n].tolist(), strict=True)
         ]
         memories = sorted(attributions, key=lambda m: -abs(m.shap_value))
         by_id = {r.memory.memory_id: r.memory for r in recalled}

@@ -3,10 +3,11 @@
 Per decision: redact the current message under the tenant's PII policy; embed it (and read its
 intent when the tenant's catalog weighs actions by intent); recall the customer's memories as
 of the decision's ``as_of``; gather the profile, contact/outcome history, consent and
-attributes (``memcrm.decisions.gather``); score, arbitrate and explain with the tenant's active
-model version (``memcrm.models.registry``, activations in ``memcrm.memory.activations``); and
-write the full decision record before answering. Replays recompute a recorded decision the same
-way, as of its ``as_of``, with the model version that made it.
+attributes (``memcrm.decisions.gather``; in another thread, while the context is embedded);
+score, arbitrate and explain with the tenant's active model version (``memcrm.models.registry``,
+activations in ``memcrm.memory.activations``); and write the full decision record before
+answering. Replays recompute a recorded decision the same way, as of its ``as_of``, with the
+model version that made it.
 
 Tenant catalogs are reloaded by a watcher thread when their files change.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,6 +78,7 @@ class DecisionService:
         self._encoder = encoder
         self._registry = ModelRegistry(settings.model_registry_dir, settings.nba_model_dir)
         self._activations = Activations(store)
+        self._readers = ThreadPoolExecutor(FACT_READERS, thread_name_prefix="memcrm-facts")
         self._recommenders: dict[str, Recommender] = {}
         self._active: dict[str, tuple[str, float]] = {}  # tenant -> (version, read at)
         self._lock = threading.Lock()
@@ -154,6 +157,16 @@ class DecisionService:
         """Recall, gather what is known about the customer and decide, as of ``view``."""
         catalog = self._catalogs.get(tenant_id)
         with child_span("memcrm.recall", carrier, {"memcrm.top_k": self._memories}):
+            # What is known about the customer does not depend on the context: it is read in
+            # another thread while the encoder (which releases the GIL) embeds the context.
+            facts = self._readers.submit(
+                self._facts.inputs,
+                tenant_id,
+                request.customer_id,
+                catalog,
+                DecisionContext(request.channel, view, request.context),
+                as_of=request.as_of,
+            )
             # One encoder pass: the context is the recall query, a model input, and its
             # intent feeds the catalog's context weights.
             intent, context_vector = self._understand(tenant_id, request.context, catalog)
@@ -165,12 +178,10 @@ class DecisionService:
                 as_of=view,
                 query_text=request.context,
             )
-            inputs = self._facts.inputs(
-                tenant_id,
-                request.customer_id,
-                catalog,
-                DecisionContext(request.channel, view, request.context, intent),
-                as_of=request.as_of,
+            gathered = facts.result()
+            inputs = replace(
+                gathered,
+                context=DecisionContext(request.channel, view, request.context, intent),
             )
         with child_span(
             "memcrm.decide",
@@ -249,6 +260,9 @@ class DecisionService:
 
 # How stale a replica's view of a tenant's active model version may get.
 ACTIVE_VERSION_TTL_S = 1.0
+
+# Threads that read customer facts while decisions embed their contexts.
+FACT_READERS = 8
 
 # A context weight keyed on an intent applies when the current message's top intent is at
 # least this confident: below it the intent head is guessing among 77 labels.

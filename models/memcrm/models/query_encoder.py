@@ -11,6 +11,13 @@ normalisation), with two differences that matter for one query on one CPU thread
   one thread, LoCoMo questions): 11.1 ms per query with ``Encoder.encode``, 5.9 ms here. Query
   vectors differ from ``Encoder``'s by a cosine of at least 0.9999; stored memories keep their
   float32 vectors, and ``precision="float32"`` turns bfloat16 off.
+
+One text (a recall query, a decision's current message) skips the transformers module stack as
+well: :class:`_LeanBert` runs the same BERT layers as plain functional calls on the same weights
+(one matrix product for query, key and value, no pooler, no attention mask: one text has no
+padding). It gives bit-identical hidden states -- checked on a probe text when the encoder is
+built, else the module stack is used -- for about 20% less CPU (airline tweets, ~30 tokens,
+bfloat16: 9.7 -> 7.5 ms). Several texts go through the module stack (padding needs the mask).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -53,6 +60,7 @@ class QueryEncoder:
             bert = copy.deepcopy(bert).to(torch.bfloat16)
         self._bert = bert.eval()
         self._lock = threading.Lock()
+        self._lean = _LeanBert.verified(self._bert, tokenize(self._st, [_PROBE]))
 
     @staticmethod
     def resolve(precision: Precision) -> Literal["float32", "bfloat16"]:
@@ -66,6 +74,93 @@ class QueryEncoder:
             return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
         with self._lock, torch.inference_mode():
             batch = tokenize(self._st, list(texts))
-            hidden = self._bert(**batch).last_hidden_state.float()
+            if self._lean is not None and len(texts) == 1:
+                hidden = self._lean(batch["input_ids"]).float()
+            else:
+                hidden = self._bert(**batch).last_hidden_state.float()
             vectors = F.normalize(mean_pool(hidden, batch["attention_mask"]), p=2.0, dim=1)
         return np.asarray(vectors.numpy(), dtype=np.float32)
+
+
+# A text with a few word pieces, punctuation and a number: what the lean path is checked on.
+_PROBE = "My suitcase never arrived in Boston (flight 1234) and nobody answers, again!"
+
+
+class _Layer(NamedTuple):
+    """One BERT layer's weights as the lean forward uses them (query, key, value stacked)."""
+
+    qkv_weight: torch.Tensor
+    qkv_bias: torch.Tensor
+    scale: float
+    out: tuple[torch.Tensor, torch.Tensor]
+    out_norm: tuple[torch.Tensor, torch.Tensor]
+    inner: tuple[torch.Tensor, torch.Tensor]
+    ffn_out: tuple[torch.Tensor, torch.Tensor]
+    ffn_norm: tuple[torch.Tensor, torch.Tensor]
+
+
+class _LeanBert:
+    """A BERT encoder's forward for one unpadded text as functional calls on its weights.
+
+    The operations and their order are those of ``transformers``' ``BertModel`` with SDPA
+    attention (embeddings summed word + token type 0 + position, layer norm; per layer
+    attention, residual + layer norm, GELU feed-forward, residual + layer norm), so the hidden
+    states are bit-identical; :meth:`verified` builds it only when they are on a probe.
+    """
+
+    def __init__(self, bert: Any) -> None:
+        config = bert.config
+        if config.hidden_act != "gelu" or getattr(config, "is_decoder", False):
+            raise ValueError("not an encoder-only BERT with exact GELU")
+        embeddings = bert.embeddings
+        self._word = embeddings.word_embeddings.weight
+        self._token_type = embeddings.token_type_embeddings.weight[0]
+        self._position = embeddings.position_embeddings.weight
+        self._norm = (embeddings.LayerNorm.weight, embeddings.LayerNorm.bias)
+        self._eps = float(config.layer_norm_eps)
+        self._width = (int(config.hidden_size),)
+        self._heads = int(config.num_attention_heads)
+        self._head_dim = int(config.hidden_size) // self._heads
+        self._layers = [
+            _Layer(
+                qkv_weight=torch.cat(
+                    [a.self.query.weight, a.self.key.weight, a.self.value.weight]
+                ).contiguous(),
+                qkv_bias=torch.cat([a.self.query.bias, a.self.key.bias, a.self.value.bias]),
+                scale=float(a.self.scaling),
+                out=(a.output.dense.weight, a.output.dense.bias),
+                out_norm=(a.output.LayerNorm.weight, a.output.LayerNorm.bias),
+                inner=(layer.intermediate.dense.weight, layer.intermediate.dense.bias),
+                ffn_out=(layer.output.dense.weight, layer.output.dense.bias),
+                ffn_norm=(layer.output.LayerNorm.weight, layer.output.LayerNorm.bias),
+            )
+            for layer in bert.encoder.layer
+            for a in [layer.attention]
+        ]
+
+    @classmethod
+    def verified(cls, bert: Any, probe: dict[str, torch.Tensor]) -> _LeanBert | None:
+        """The lean forward, or None when it is not bit-identical to ``bert`` on ``probe``."""
+        try:
+            lean = cls(bert)
+            with torch.inference_mode():
+                same = torch.equal(lean(probe["input_ids"]), bert(**probe).last_hidden_state)
+        except (AttributeError, ValueError, RuntimeError, TypeError):
+            return None
+        return lean if same else None
+
+    def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(1, n) token ids -> (1, n, hidden) last hidden states."""
+        n = int(input_ids.shape[1])
+        heads, dim, width, eps = self._heads, self._head_dim, self._width, self._eps
+        x = F.embedding(input_ids, self._word) + self._token_type
+        x = F.layer_norm(x + self._position[:n], width, *self._norm, eps)
+        for layer in self._layers:
+            qkv = F.linear(x, layer.qkv_weight, layer.qkv_bias)
+            q, k, v = qkv.view(1, n, 3, heads, dim).permute(2, 0, 3, 1, 4)
+            attended = F.scaled_dot_product_attention(q, k, v, scale=layer.scale)
+            attended = F.linear(attended.transpose(1, 2).reshape(1, n, -1), *layer.out)
+            x = F.layer_norm(attended + x, width, *layer.out_norm, eps)
+            inner = F.gelu(F.linear(x, *layer.inner))
+            x = F.layer_norm(F.linear(inner, *layer.ffn_out) + x, width, *layer.ffn_norm, eps)
+        return x

@@ -26,11 +26,32 @@ SERVICER_FUNCTIONS = [
 ]
 
 
-def _deployment(cls: type[Any], name: str, num_cpus: float, replicas: int) -> Any:
+# The replicas on the NextBestAction path (gateway, recommendation) run their async methods
+# and their handles' routers on the replica's own event loop, not on extra threads and loops
+# (Ray Serve's defaults): every request then crosses no thread boundary inside a replica.
+# Their blocking work still runs in worker threads. Measured on this project's (shared, noisy)
+# machine at 8 clients: 60.4 -> 54.2 ms of CPU per decision across the service's processes.
+SAME_LOOP = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+}
+
+
+def _deployment(
+    cls: type[Any],
+    name: str,
+    num_cpus: float,
+    replicas: int,
+    env: dict[str, str] | None = None,
+) -> Any:
+    options: dict[str, Any] = {"num_cpus": num_cpus}
+    if env:
+        # Merged into the job's runtime environment (its env_vars and set-up hook stay).
+        options["runtime_env"] = {"env_vars": dict(env)}
     return serve.deployment(
         cls,
         name=name,
-        ray_actor_options={"num_cpus": num_cpus},
+        ray_actor_options=options,
         num_replicas=replicas,
         max_ongoing_requests=32,
     )
@@ -47,7 +68,8 @@ def build_app(settings: Settings, database_url: str, redis_url: str) -> Applicat
         "recommendation",
         s.recommendation_num_cpus,
         s.recommendation_replicas,
+        SAME_LOOP,
     ).bind(*stores)
-    gateway = _deployment(Gateway, "gateway", s.gateway_num_cpus, s.gateway_replicas)
+    gateway = _deployment(Gateway, "gateway", s.gateway_num_cpus, s.gateway_replicas, SAME_LOOP)
     app: Application = gateway.bind(*stores, ingestion, recommendation)
     return app
