@@ -116,3 +116,46 @@ def test_inputs_read_what_was_known_at_as_of(
     blank = facts.inputs(tenant, "nobody", CATALOG, context, as_of=None)
     assert blank.profile.interaction_count == 0
     assert blank.history.contacts == () and blank.history.consent.marketing is None
+
+
+RETENTION = parse_catalog(
+    """
+version: 3
+actions:
+  - id: apology_credit
+    title: Apologise and offer a travel credit
+    description: Apologise for what went wrong and offer a credit.
+    channels: [email]
+    value: 2.0
+    eligibility: ["prediction.churn_risk >= 0.3"]
+""",
+    "t.yaml",
+)
+
+
+def test_predictions_are_read_only_for_catalogs_whose_rules_read_them(
+    store: MemoryStore, hot: HotState, interpreter: Interpreter
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    Ingestor(store, hot, interpreter).ingest(
+        tenant,
+        [said("a", "My suitcase never arrived in Boston and nobody calls back.", T0)],
+        TRACE,
+    )
+    asked: list[tuple[str, str, datetime, datetime]] = []
+
+    def predictions(
+        tenant_id: str, customer: str, as_of: datetime, now: datetime
+    ) -> dict[str, float]:
+        asked.append((tenant_id, customer, as_of, now))
+        return {"churn_risk": 0.42}
+
+    facts = CustomerFacts(store, Profiles(store, hot), DecisionStore(store), predictions)
+    now = datetime.now(UTC)
+    context = DecisionContext(Channel.EMAIL, now, "")
+    assert RETENTION.reads_predictions and not CATALOG.reads_predictions
+    assert facts.inputs(tenant, "alice", CATALOG, context, as_of=None).profile.predictions == {}
+    assert asked == []
+    got = facts.inputs(tenant, "alice", RETENTION, context, as_of=None)
+    assert got.profile.predictions == {"churn_risk": 0.42}
+    assert asked == [(tenant, "alice", now, now)]  # as of the decision, scored at it

@@ -22,7 +22,7 @@ from memcrm.core.types import (
     SignalEvent,
     TraceRef,
 )
-from memcrm.decisions.predictions import Predictor, SignalWatcher, Trigger
+from memcrm.decisions.predictions import CustomerPredictions, Predictor, SignalWatcher, Trigger
 from memcrm.explain.shapley import ADDITIVITY_TOLERANCE
 from memcrm.interpret.pipeline import Interpreter
 from memcrm.memory.embedded import EmbeddedStores
@@ -194,11 +194,11 @@ def test_watcher_publishes_crossings_once_and_catches_up_after_a_failure(
     tenants = _thresholds(tenant, threshold)
 
     broken = SignalState("redis://127.0.0.1:1/0")
-    failing = SignalWatcher(store, broken, predictor, tenants)
+    failing = SignalWatcher(CustomerPredictions(store, predictor), broken, tenants)
     with pytest.raises(StoreUnavailable):
         failing.after_ingest(tenant, trigger, now)
 
-    watcher = SignalWatcher(store, state, predictor, tenants)
+    watcher = SignalWatcher(CustomerPredictions(store, predictor), state, tenants)
     events = watcher.after_ingest(tenant, trigger, now)  # the failed evaluation, caught up
     assert [e.prediction.name for e in events] == list(SIGNAL_NAMES)
     for e in events:
@@ -215,16 +215,19 @@ def test_watcher_publishes_crossings_once_and_catches_up_after_a_failure(
 
 
 def test_profile_predictions_are_explained_and_deterministic(
-    store: MemoryStore, ingestor: Ingestor, state: SignalState, predictor: Predictor, tenant: str
+    store: MemoryStore, ingestor: Ingestor, predictor: Predictor, tenant: str
 ) -> None:
     ingestor.ingest(tenant, said("gina", COMPLAINTS), TRACE)
-    watcher = SignalWatcher(store, state, predictor, TenantConfigs(None, {}))
+    predictions = CustomerPredictions(store, predictor)
     as_of = datetime.now(UTC)
-    first = watcher.profile_predictions(tenant, "gina", as_of)
+    first = predictions.explained(tenant, "gina", as_of)
     assert [p.name for p in first] == list(SIGNAL_NAMES)
-    assert watcher.profile_predictions(tenant, "gina", as_of) == first
+    assert predictions.explained(tenant, "gina", as_of) == first
+    scores = predictions.scores(tenant, "gina", as_of, as_of)
+    assert scores == {p.name: pytest.approx(p.score, abs=1e-12) for p in first}
     assert all(0.0 < p.score < 1.0 and p.explanation.summary for p in first)
-    assert watcher.profile_predictions(tenant, "nobody", as_of) == ()
+    assert predictions.explained(tenant, "nobody", as_of) == ()
+    assert predictions.scores(tenant, "nobody", as_of, as_of) == {}
 
 
 def test_removing_the_top_attributed_memory_moves_the_prediction_its_way(

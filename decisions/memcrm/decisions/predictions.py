@@ -166,23 +166,45 @@ class Trigger:
     trace: TraceRef
 
 
+class CustomerPredictions:
+    """A customer's predictions from their ``memories`` most recent memories as of a moment."""
+
+    def __init__(self, store: MemoryStore, predictor: Predictor, *, memories: int = 32) -> None:
+        self._store = store
+        self.predictor = predictor
+        self._limit = memories
+
+    def recent(
+        self, tenant_id: str, customer_ids: Sequence[str], as_of: datetime
+    ) -> dict[str, list[RecalledMemory]]:
+        """What the predictions read, per customer (one query)."""
+        return self._store.recent_memories(tenant_id, customer_ids, limit=self._limit, as_of=as_of)
+
+    def scores(
+        self, tenant_id: str, customer_id: str, as_of: datetime, now: datetime
+    ) -> dict[str, float]:
+        """Scores from what was recorded by ``as_of``, at ``now`` (no explanation; empty
+        without memories). Decision policies read these (``prediction.*`` features)."""
+        memories = self.recent(tenant_id, [customer_id], as_of)[customer_id]
+        return self.predictor.scores(memories, now) if memories else {}
+
+    def explained(
+        self, tenant_id: str, customer_id: str, as_of: datetime
+    ) -> tuple[Prediction, ...]:
+        """The explained predictions of the profile as of ``as_of`` (none without memories)."""
+        memories = self.recent(tenant_id, [customer_id], as_of)[customer_id]
+        return self.predictor.explain(memories, as_of) if memories else ()
+
+
 class SignalWatcher:
     """After an ingestion: recompute the customers' predictions and publish crossings."""
 
     def __init__(
-        self,
-        store: MemoryStore,
-        state: SignalState,
-        predictor: Predictor,
-        tenants: TenantConfigs,
-        *,
-        memories: int = 32,
+        self, predictions: CustomerPredictions, state: SignalState, tenants: TenantConfigs
     ) -> None:
-        self._store = store
+        self._predictions = predictions
         self._state = state
-        self.predictor = predictor
         self._tenants = tenants
-        self._limit = memories
 
     def after_ingest(
         self, tenant_id: str, triggers: Mapping[str, Trigger], now: datetime
@@ -194,11 +216,10 @@ class SignalWatcher:
         """
         if not triggers:
             return []
-        recent = self._store.recent_memories(
-            tenant_id, list(triggers), limit=self._limit, as_of=now
-        )
+        predictor = self._predictions.predictor
+        recent = self._predictions.recent(tenant_id, list(triggers), now)
         current = {
-            customer: Scores(_watermark(memories), self.predictor.scores(memories, now))
+            customer: Scores(_watermark(memories), predictor.scores(memories, now))
             for customer, memories in recent.items()
             if memories
         }
@@ -218,7 +239,7 @@ class SignalWatcher:
             if not names:
                 continue
             trigger = triggers[customer]
-            for prediction in self.predictor.explain(recent[customer], now, names):
+            for prediction in predictor.explain(recent[customer], now, names):
                 events.append(
                     SignalEvent(
                         customer_id=customer,
@@ -226,7 +247,7 @@ class SignalWatcher:
                         previous_score=None if previous is None else previous.get(prediction.name),
                         threshold=thresholds.threshold(prediction.name),
                         crossing=moved[prediction.name],
-                        model_version=self.predictor.version,
+                        model_version=predictor.version,
                         evaluated_at=now,
                         memory_id=trigger.memory_id,
                         interaction_id=trigger.interaction_id,
@@ -235,18 +256,6 @@ class SignalWatcher:
                 )
         ids = self._state.publish(tenant_id, events)
         return [replace(e, event_id=i) for e, i in zip(events, ids, strict=True)]
-
-    def profile_predictions(
-        self, tenant_id: str, customer_id: str, as_of: datetime
-    ) -> tuple[Prediction, ...]:
-        """The customer's explained predictions as of ``as_of`` (none without memories)."""
-        recent = self._store.recent_memories(
-            tenant_id, [customer_id], limit=self._limit, as_of=as_of
-        )
-        memories = recent.get(customer_id, [])
-        if not memories:
-            return ()
-        return self.predictor.explain(memories, as_of)
 
 
 def _watermark(memories: Sequence[RecalledMemory]) -> int:

@@ -32,6 +32,7 @@ from memcrm.core.tracing import child_span
 from memcrm.core.types import DecisionRecord, DecisionRequest
 from memcrm.decisions.gather import CustomerFacts
 from memcrm.decisions.policy import DecisionContext
+from memcrm.decisions.predictions import CustomerPredictions, Predictor
 from memcrm.decisions.recommender import DecisionAudit, Recommender
 from memcrm.decisions.record import decision_record
 from memcrm.decisions.replay import Replay, cannot_replay, compare
@@ -47,6 +48,7 @@ from memcrm.models.encoder import Encoder
 from memcrm.models.enrichment import EnrichmentModel
 from memcrm.models.query_encoder import QueryEncoder
 from memcrm.models.registry import ModelEntry, ModelRegistry
+from memcrm.models.signals import load_signal_scorer
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,15 @@ class DecisionService:
         self._interpreter = Interpreter(self._model, self._tenants)
         self._reader = MemoryReader(store, encoder)
         self._decisions = DecisionStore(store)
-        self._facts = CustomerFacts(store, Profiles(store, hot), self._decisions)
+        # Catalog rules may read the customer's predictions (prediction.churn_risk, ...).
+        predictions = CustomerPredictions(
+            store,
+            Predictor(load_signal_scorer(settings.signals_model_dir)),
+            memories=settings.signals_memories,
+        )
+        self._facts = CustomerFacts(
+            store, Profiles(store, hot), self._decisions, predictions.scores
+        )
         self._encoder = encoder
         self._registry = ModelRegistry(settings.model_registry_dir, settings.nba_model_dir)
         self._activations = Activations(store)

@@ -243,6 +243,9 @@ class RuleKind(StrEnum):
     SUITABILITY = "suitability"  # is it right for them
 
 
+PREDICTION_PREFIX = "prediction."
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyRule:
     kind: RuleKind
@@ -299,6 +302,16 @@ class TenantCatalog:
     @property
     def action_ids(self) -> tuple[str, ...]:
         return tuple(spec.action_id for spec in self.actions)
+
+    @property
+    def reads_predictions(self) -> bool:
+        """Whether any rule reads a ``prediction.*`` feature (decisions then compute them)."""
+        return any(
+            path.startswith(PREDICTION_PREFIX)
+            for spec in self.actions
+            for policy in spec.rules
+            for path in policy.rule.features
+        )
 
     @property
     def fingerprint(self) -> str:

@@ -26,7 +26,7 @@ from memcrm.core.types import (
     Interaction,
     TraceRef,
 )
-from memcrm.decisions.predictions import Predictor, SignalWatcher, Trigger
+from memcrm.decisions.predictions import CustomerPredictions, Predictor, SignalWatcher, Trigger
 from memcrm.decisions.replay import Replay
 from memcrm.interpret.pipeline import Analysis, Interpreter
 from memcrm.memory.activations import Activation
@@ -56,12 +56,13 @@ class IngestionDeployment:
         interpreter = Interpreter(model, tenants)
         self._store = MemoryStore(database_url, max_size=settings.db_pool_max)
         self._ingestor = Ingestor(self._store, HotState(redis_url), interpreter)
-        self._signals = SignalWatcher(
+        predictions = CustomerPredictions(
             self._store,
-            SignalState(redis_url, maxlen=settings.signals_stream_maxlen),
             Predictor(load_signal_scorer(settings.signals_model_dir)),
-            tenants,
             memories=settings.signals_memories,
+        )
+        self._signals = SignalWatcher(
+            predictions, SignalState(redis_url, maxlen=settings.signals_stream_maxlen), tenants
         )
 
     async def ingest(

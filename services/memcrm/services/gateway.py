@@ -26,7 +26,6 @@ from ray.serve.handle import DeploymentHandle
 from memcrm.core.auth import KeyRing, require
 from memcrm.core.errors import InvalidArgument, ResourceExhausted
 from memcrm.core.settings import Settings
-from memcrm.core.tenants import TenantConfigs
 from memcrm.core.tracing import (
     add_links,
     configure_tracing,
@@ -53,13 +52,13 @@ from memcrm.core.validation import (
     check_interaction,
     check_text,
 )
-from memcrm.decisions.predictions import Predictor, SignalWatcher
+from memcrm.decisions.predictions import CustomerPredictions, Predictor
 from memcrm.decisions.replay import Replay
 from memcrm.memory.decisions import DecisionStore
 from memcrm.memory.hot import HotState
 from memcrm.memory.profile import Profiles
 from memcrm.memory.recall import MemoryReader
-from memcrm.memory.signals import SignalFeed, SignalState
+from memcrm.memory.signals import SignalFeed
 from memcrm.memory.store import MemoryStore
 from memcrm.services import convert
 from memcrm.services.status import to_status
@@ -102,11 +101,9 @@ class Gateway:
         self._profiles = Profiles(store, HotState(redis_url))
         self._decisions = DecisionStore(store)
         # Profiles carry explained predictions; WatchSignals streams their crossings.
-        self._signals = SignalWatcher(
+        self._predictions = CustomerPredictions(
             store,
-            SignalState(redis_url, maxlen=settings.signals_stream_maxlen),
             Predictor(load_signal_scorer(settings.signals_model_dir)),
-            TenantConfigs.load(settings.tenants_dir),
             memories=settings.signals_memories,
         )
         self._feed = SignalFeed(redis_url)
@@ -139,7 +136,7 @@ class Gateway:
 
     def _profile(self, tenant_id: str, customer_id: str, as_of: datetime | None) -> CustomerProfile:
         profile = self._profiles.get(tenant_id, customer_id, as_of=as_of)
-        predictions = self._signals.profile_predictions(tenant_id, customer_id, profile.as_of)
+        predictions = self._predictions.explained(tenant_id, customer_id, profile.as_of)
         return replace(profile, predictions=predictions)
 
     # IngestionService ---------------------------------------------------------------------
