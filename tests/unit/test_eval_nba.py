@@ -19,6 +19,7 @@ from memcrm.core.types import EMBEDDING_DIM
 from memcrm.decisions.catalog import BUILTIN_CATALOG
 from memcrm.models import eval_nba
 from memcrm.models.encoder import Encoder
+from memcrm.models.enrichment import EnrichmentModel
 from memcrm.models.eval_nba import (
     TelcoSettings,
     comprehensiveness,
@@ -36,6 +37,7 @@ from memcrm.models.nba import (
     ProfileFeatures,
     default_artifact_dir,
 )
+from memcrm.models.nba_enrichment import enrich_texts
 from memcrm.models.nba_net import NbaHyperParams, NbaNet, ProfileSpec
 from memcrm.models.simulator import (
     JourneySimulator,
@@ -81,7 +83,7 @@ class Simulated:
 
 
 @pytest.fixture(scope="module")
-def simulated(scorer: NbaScorer, encoder: Encoder) -> Simulated:
+def simulated(scorer: NbaScorer, encoder: Encoder, enrichment_model: EnrichmentModel) -> Simulated:
     if not default_tweets_path().is_file():
         pytest.skip(f"shared data set missing: {default_tweets_path()}")
     sim = JourneySimulator(config=SimulatorConfig(max_tweets_per_kind=300))
@@ -93,7 +95,9 @@ def simulated(scorer: NbaScorer, encoder: Encoder) -> Simulated:
     vectors = encoder.encode([sim.tweets[i].text for i in used])
     table = torch.from_numpy(np.concatenate([np.zeros((1, EMBEDDING_DIM), np.float32), vectors]))
     rows = {tweet: row + 1 for row, tweet in enumerate(used)}
-    data = pack(customers, rows, BUILTIN_CATALOG, sim.config.max_history)
+    enrichments = enrich_texts([sim.tweets[i].text for i in used], enrichment_model)
+    by_tweet = dict(zip(used, enrichments, strict=True))
+    data = pack(customers, rows, BUILTIN_CATALOG, sim.config.max_history, by_tweet)
     explanations = explain_customers(
         scorer.net,
         customers,
@@ -110,11 +114,13 @@ def _served_memories(sim: Simulated, row: int, keep: np.ndarray) -> MemoryFeatur
     """The customer's memories with ``keep`` False left out, as serving builds them."""
     m = int(sim.data.mask[row].sum())
     index = np.flatnonzero(keep[:m])
+    assert sim.data.enrichment is not None
     return MemoryFeatures(
         embeddings=sim.table[torch.from_numpy(sim.data.tweets[row, index])].numpy(),
         ages_days=sim.data.ages[row, index].astype(np.float64),
         channels=sim.data.channels[row, index],
         directions=sim.data.directions[row, index],
+        enrichment=sim.data.enrichment[row, index],
     )
 
 
@@ -128,13 +134,17 @@ def _context(sim: Simulated, row: int) -> np.ndarray | None:
 # --- the network ------------------------------------------------------------------------------
 
 
-def test_without_a_profile_spec_the_network_is_the_shipped_one() -> None:
+def test_without_a_profile_spec_the_network_is_the_shipped_one(scorer: NbaScorer) -> None:
     shipped = torch.load(default_artifact_dir() / "nba.pt", map_location="cpu", weights_only=True)
-    net = NbaNet(torch.zeros(len(BUILTIN_CATALOG), EMBEDDING_DIM), NbaHyperParams())
+    hp = NbaHyperParams.from_dict(scorer.manifest["hyperparameters"])
+    net = NbaNet(torch.zeros(len(BUILTIN_CATALOG), EMBEDDING_DIM), hp, None, scorer.enrichment_spec)
     assert list(net.state_dict()) == list(shipped)
     assert all(net.state_dict()[k].shape == v.shape for k, v in shipped.items())
     with pytest.raises(ValueError, match="without profile features"):
         net.encode_profile(torch.zeros(1, 2), torch.zeros(1, 1, dtype=torch.long))
+    # The optional parts only add parameters, after all of the plain network's.
+    plain = NbaNet(torch.zeros(len(BUILTIN_CATALOG), EMBEDDING_DIM), NbaHyperParams())
+    assert list(plain.state_dict()) == [k for k in shipped if not k.startswith("enrichment_")]
 
 
 def test_the_shipped_scorer_refuses_profile_features(scorer: NbaScorer) -> None:

@@ -18,6 +18,7 @@ from memcrm.models.nba import (
     default_artifact_dir,
     file_sha256,
 )
+from memcrm.models.nba_net import ENRICHMENT_FEATURES
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,10 @@ def test_manifest_describes_the_artifact(scorer: NbaScorer) -> None:
         assert manifest[key]
     held_out = manifest["metrics"]["held_out"]
     assert 0.5 < held_out["roc_auc"] <= held_out["roc_auc_oracle_true_probabilities"] + 0.01
+    # The shipped model reads each memory's enrichment features, as its manifest declares.
+    assert manifest["enrichment"]["features"] == list(ENRICHMENT_FEATURES)
+    assert scorer.enrichment_spec is not None and scorer.net.enrichment_proj is not None
+    assert manifest["training_data"]["enrichment"]["tweets_enriched"] > 0
 
 
 def test_corrupted_weights_are_refused(tmp_path: Path) -> None:

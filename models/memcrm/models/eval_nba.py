@@ -8,7 +8,10 @@ Simulated customers (``memcrm.models.simulator``; real airline tweets, documente
     The shipped artifact (``nba.pt``/``nba.json``, sha256-verified by ``NbaScorer``) scores
     ``--customers`` fresh held-out customers: simulated with the eval seed (not the training
     seed) from held-out tweets only, with the simulator settings recorded in the manifest. Their
-    tweets are embedded in this run with the encoder the model was trained on (no cache).
+    tweets are embedded in this run with the encoder the model was trained on (no cache); for a
+    model with enrichment features (manifest key ``enrichment``) they are also enriched in this
+    run as ingestion would (``nba_enrichment.enrich_texts``: the shipped enrichment heads, which
+    never trained on held-out tweets, and the interpretation pipeline; no cache).
     Reported: ROC-AUC over every (customer, action) outcome and top-action accuracy against
     the simulator's best action (``train_nba.evaluate``, run on the served float64 network).
     The first ``--explained`` customers (default: all of them) are explained with
@@ -72,6 +75,7 @@ from memcrm.core.types import EMBEDDING_DIM
 from memcrm.decisions.catalog import Action, catalog_fingerprint
 from memcrm.models import simulator, telco
 from memcrm.models.nba import NbaScorer, write_artifact
+from memcrm.models.nba_enrichment import enrich_texts
 from memcrm.models.nba_net import NbaHyperParams, NbaNet
 from memcrm.models.simulator import (
     JourneySimulator,
@@ -326,9 +330,16 @@ def evaluate_simulator(
     simulated = time.perf_counter()
     vectors = encoder.encode([sim.tweets[i].text for i in used])
     embedded = time.perf_counter()
+    enrichments = None
+    if scorer.enrichment_spec is not None:
+        from memcrm.models.enrichment import EnrichmentModel
+
+        found = enrich_texts([sim.tweets[i].text for i in used], EnrichmentModel(encoder=encoder))
+        enrichments = dict(zip(used, found, strict=True))
+    enriched = time.perf_counter()
     table = torch.from_numpy(np.concatenate([np.zeros((1, EMBEDDING_DIM), np.float32), vectors]))
     rows = {tweet: row + 1 for row, tweet in enumerate(used)}
-    data = pack(held_out, rows, scorer.catalog, sim.config.max_history)
+    data = pack(held_out, rows, scorer.catalog, sim.config.max_history, enrichments)
     net = scorer.net
     metrics = evaluate(net, data, table, scorer.catalog)
     n_explained = min(explained, len(held_out))
@@ -360,6 +371,7 @@ def evaluate_simulator(
             "simulator_config": description["config"],
             "held_out_customers": len(held_out),
             "held_out_tweets_embedded": len(used),
+            "held_out_tweets_enriched": 0 if enrichments is None else len(enrichments),
             "split_rule": "held-out customers are built only from tweets with "
             "sha256('split:<tweet_id>')[:8] big-endian mod 10 in "
             f"{set(sim.config.held_out_buckets)} (memcrm.models.simulator.split_of); the model "
@@ -403,7 +415,8 @@ def evaluate_simulator(
         "timing_seconds": {
             "simulate": round(simulated - started, 1),
             "embed": round(embedded - simulated, 1),
-            "score_and_explain": round(done - embedded, 1),
+            "enrich": round(enriched - embedded, 1),
+            "score_and_explain": round(done - enriched, 1),
         },
     }
 

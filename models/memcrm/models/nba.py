@@ -9,7 +9,9 @@ start-up instead of serving different numbers under the same version.
 A network with profile features (``nba_net.ProfileSpec``) records the spec under the manifest's
 ``profile`` key; ``NbaScorer`` then builds the profile tower and every scoring call takes a
 :class:`ProfileFeatures`. Without that key (the shipped airline model) nothing changes and the
-profile arguments must stay ``None``.
+profile arguments must stay ``None``. Likewise an ``enrichment`` key (``nba_net.EnrichmentSpec``)
+makes the network read each memory's enrichment features (``MemoryFeatures.enrichment``); an
+artifact without it (trained before they existed) loads, ignores them and scores as it did.
 
 Serving runs the network in float64: it is tiny, and in double precision a coalition's output
 depends on how many coalitions share a forward pass only at the 1e-15 level, far inside the
@@ -22,7 +24,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,15 @@ from numpy.typing import NDArray
 from memcrm.core.errors import ConfigError
 from memcrm.core.types import EMBEDDING_DIM, RecalledMemory
 from memcrm.decisions.catalog import BUILTIN_CATALOG, Action, catalog_fingerprint
-from memcrm.models.nba_net import NbaHyperParams, NbaNet, ProfileSpec
+from memcrm.models.nba_net import (
+    ENRICHMENT_FEATURES,
+    N_ENRICHMENT_FEATURES,
+    EnrichmentSpec,
+    NbaHyperParams,
+    NbaNet,
+    ProfileSpec,
+    enrichment_vector,
+)
 
 ARTIFACT_NAME = "nba"
 MANIFEST_FORMAT = 1
@@ -57,14 +67,24 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _no_enrichment() -> NDArray[np.float32]:
+    return np.zeros((0, N_ENRICHMENT_FEATURES), dtype=np.float32)
+
+
 @dataclass(frozen=True, slots=True)
 class MemoryFeatures:
-    """The model's view of a set of memories: one row per memory."""
+    """The model's view of a set of memories: one row per memory.
+
+    ``enrichment`` holds each memory's ``nba_net.ENRICHMENT_FEATURES`` (what interpretation
+    understood from it, ``nba_net.enrichment_vector``); left out, it is all zeros, "not known".
+    A network without enrichment features ignores it.
+    """
 
     embeddings: NDArray[np.float32]  # (M, EMBEDDING_DIM)
     ages_days: NDArray[np.float64]  # (M,)
     channels: NDArray[np.int64]  # (M,) Channel values
     directions: NDArray[np.int64]  # (M,) Direction values
+    enrichment: NDArray[np.float32] = field(default_factory=_no_enrichment)  # (M, n_enrichment)
 
     def __post_init__(self) -> None:
         m = self.embeddings.shape[0]
@@ -73,6 +93,10 @@ class MemoryFeatures:
         for name in ("ages_days", "channels", "directions"):
             if getattr(self, name).shape != (m,):
                 raise ValueError(f"{name} must be ({m},)")
+        if self.enrichment.shape == (0, N_ENRICHMENT_FEATURES) and m:
+            object.__setattr__(self, "enrichment", np.zeros((m, N_ENRICHMENT_FEATURES), np.float32))
+        if self.enrichment.shape != (m, N_ENRICHMENT_FEATURES):
+            raise ValueError(f"enrichment must be ({m}, {N_ENRICHMENT_FEATURES})")
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
@@ -88,7 +112,10 @@ class MemoryFeatures:
 
     @classmethod
     def from_recalled(cls, recalled: Sequence[RecalledMemory], now: datetime) -> MemoryFeatures:
-        """Ages are ``now - occurred_at`` in days (never negative); naive times count as UTC."""
+        """Ages are ``now - occurred_at`` in days (never negative); naive times count as UTC.
+
+        The enrichment columns come from each memory's stored ``Enrichment``.
+        """
         if not recalled:
             return cls.empty()
         now_utc = _as_utc(now)
@@ -103,6 +130,9 @@ class MemoryFeatures:
             channels=np.asarray([int(r.memory.interaction.channel) for r in recalled], np.int64),
             directions=np.asarray(
                 [int(r.memory.interaction.direction) for r in recalled], np.int64
+            ),
+            enrichment=np.asarray(
+                [enrichment_vector(r.memory.enrichment) for r in recalled], np.float32
             ),
         )
 
@@ -169,6 +199,7 @@ class PreparedDecision:
                 torch.from_numpy(memories.ages_days).to(torch.float64),
                 torch.from_numpy(memories.channels),
                 torch.from_numpy(memories.directions),
+                torch.from_numpy(memories.enrichment).to(torch.float64),
             )
             if context is None:
                 self._context = torch.zeros(net.hp.hidden, dtype=torch.float64)
@@ -249,10 +280,18 @@ class NbaScorer:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
         raw_profile = manifest.get("profile")
         profile = None if raw_profile is None else ProfileSpec.from_dict(raw_profile)
+        raw_enrichment = manifest.get("enrichment")
+        enrichment = None if raw_enrichment is None else EnrichmentSpec.from_dict(raw_enrichment)
+        if enrichment is not None and enrichment.features != ENRICHMENT_FEATURES:
+            raise ArtifactIntegrityError(
+                f"model {manifest['version']} reads enrichment features "
+                f"{list(enrichment.features)}, this code computes {list(ENRICHMENT_FEATURES)}"
+            )
         net = NbaNet(
             torch.zeros(len(ids), EMBEDDING_DIM),
             NbaHyperParams.from_dict(manifest["hyperparameters"]),
             profile,
+            enrichment,
         )
         net.load_state_dict(state)
         net.eval()
@@ -265,6 +304,7 @@ class NbaScorer:
         self.catalog: tuple[Action, ...] = tuple(catalog)
         self.action_ids: tuple[str, ...] = tuple(ids)
         self.profile_spec: ProfileSpec | None = profile
+        self.enrichment_spec: EnrichmentSpec | None = enrichment
 
     @property
     def net(self) -> NbaNet:
@@ -313,11 +353,13 @@ class NbaScorer:
         context_mask: NDArray[np.bool_],
         profile_numeric: NDArray[np.float64] | None = None,
         profile_categorical: NDArray[np.int64] | None = None,
+        enrichment: NDArray[np.float32] | None = None,
     ) -> NDArray[np.float64]:
         """The network's batched forward: (B, M, ...) inputs and masks -> log-odds (B, A).
 
         A model with profile features also takes profile_numeric (B, n_numeric) and
-        profile_categorical (B, n_categorical).
+        profile_categorical (B, n_categorical); ``enrichment`` (B, M, n_enrichment) is the
+        memories' enrichment features (None: not known; ignored by a model without them).
         """
         numeric = None
         categorical = None
@@ -336,6 +378,9 @@ class NbaScorer:
                 torch.from_numpy(np.asarray(context_mask, dtype=bool)),
                 numeric,
                 categorical,
+                None
+                if enrichment is None
+                else torch.from_numpy(np.asarray(enrichment)).to(torch.float64),
             )
         result: NDArray[np.float64] = out.numpy().astype(np.float64, copy=False)
         return result
@@ -353,8 +398,10 @@ def write_artifact(
 ) -> dict[str, Any]:
     """Save ``<name>.pt`` and ``<name>.json``; fills in ``sha256``, ``size_bytes`` and version.
 
-    ``manifest["version"]`` may hold ``{sha}`` which becomes the first 8 hex of the sha256.
-    A network with profile features gets its spec under ``profile`` (``NbaScorer`` needs it).
+    ``manifest["version"]`` may hold ``{sha}`` which becomes the first 8 hex of the sha256;
+    ``hyperparameters`` are always the network's own.
+    A network with profile features gets its spec under ``profile``, one with enrichment
+    features its spec under ``enrichment`` (``NbaScorer`` needs them).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_path = out_dir / f"{name}.pt"
@@ -362,8 +409,11 @@ def write_artifact(
     torch.save(state, weights_path)
     digest = file_sha256(weights_path)
     manifest = dict(manifest)
+    manifest["hyperparameters"] = net.hp.to_dict()  # what NbaScorer rebuilds the network with
     if net.profile_spec is not None:
         manifest["profile"] = net.profile_spec.to_dict()
+    if net.enrichment_spec is not None:
+        manifest["enrichment"] = net.enrichment_spec.to_dict()
     manifest["format"] = MANIFEST_FORMAT
     manifest["artifact"] = weights_path.name
     manifest["sha256"] = digest

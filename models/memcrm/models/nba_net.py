@@ -2,12 +2,13 @@
 
 Why a set model: an explanation removes memories from the input, so "memory absent" must mean
 "memory not in the set", not "memory replaced by some baseline". Each memory is encoded on its
-own (text embedding, age, channel, direction), the encodings are summed over the memories that
-are present (a boolean mask), and a head conditioned on each catalog action turns the pooled
-set plus the current context into one log-odds per action. With no memory present the pooled
-sum is the zero vector, so the empty set has a well-defined output. Sum (not mean) pooling keeps
-counts: two recent complaints weigh more than one. ``asinh`` on the pooled sum bounds the
-growth for sets larger than those seen in training while staying close to linear near zero.
+own (text embedding, age, channel, direction and, optionally, its enrichment), the encodings
+are summed over the memories that are present (a boolean mask), and a head conditioned on each
+catalog action turns the pooled set plus the current context into one log-odds per action.
+With no memory present the pooled sum is the zero vector, so the empty set has a well-defined
+output. Sum (not mean) pooling keeps counts: two recent complaints weigh more than one.
+``asinh`` on the pooled sum bounds the growth for sets larger than those seen in training while
+staying close to linear near zero.
 
 Optional profile features (:class:`ProfileSpec`): a small tabular tower turns a customer's
 profile (numeric features, standardized inside the network with statistics stored as buffers,
@@ -19,6 +20,38 @@ parameters (and state dict) it had before the tower existed, and refuses profile
 built with a spec requires them. With empty memory sets and no context the same network and
 training loop are a plain tabular propensity model (``memcrm.models.eval_nba`` trains one on
 the Telco churn data set).
+
+Optional enrichment features (:class:`EnrichmentSpec`): what the interpretation pipeline
+understood from each memory (``memcrm.core.types.Enrichment``), as ``ENRICHMENT_FEATURES``
+numbers per memory, computed by :func:`enrichment_vector`:
+
+    enriched              1 when the memory carries an enrichment with a sentiment, else 0
+                          (then every other column is 0 too: "not known", never "neutral")
+    sentiment:<label>     the sentiment head's confidence in its label, one column per label
+                          of the shipped head (negative, neutral, positive); 0 for the others
+    sentiment_score       P(positive) - P(negative), in -1..1
+    issue:<label>         the issue's confidence, one column per airline issue label of the
+                          shipped issue head; ``issue:other`` for a label outside that list
+                          (a tenant's own issue set); all 0 without an issue
+    importance            the pipeline's importance rule (0..1): folds in what the other
+                          columns do not carry (objections, commitments such as money or an
+                          order number, the channel's effort, outbound halved)
+
+Left out on purpose: intents (a tenant-chosen label set, Banking77 by default, not about
+airline journeys), objections and entities one by one (tenant-configurable label sets; their
+effect on weight reaches the network through ``importance``), topics (today the issue's name
+again) and the model version. The columns enter the memory encoder's first layer through their
+own linear map (``enrichment_proj``), which is the same function as widening that layer's input,
+so a memory is still encoded on its own and removing it from the set still removes all of it.
+A network built without an ``EnrichmentSpec`` has no such map and exactly its old parameters
+(and state dict), and ignores enrichment inputs: enrichment describes the memories, not the
+model, so serving always passes it and an older artifact simply does not read it. A network
+built with one reads ``None`` as "not known" for every memory (all zeros) and, in training,
+hides a memory's enrichment with probability ``EnrichmentSpec.dropout`` so that memories stored
+without enrichment (older data, disabled heads) fall back on their text, and so that it does
+not trust in-sample enrichment more than unseen texts deserve (``memcrm.models.train_nba``).
+The current context (the message being decided on) is not a stored memory and has no
+enrichment: it stays embedding-only.
 """
 
 from __future__ import annotations
@@ -30,13 +63,65 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from memcrm.core.types import EMBEDDING_DIM, Channel, Direction
+from memcrm.core.types import EMBEDDING_DIM, Channel, Direction, Enrichment
 
 AGE_SCALES_DAYS = (7.0, 30.0, 90.0, 365.0)
 N_AGE_FEATURES = len(AGE_SCALES_DAYS) + 1
 # Training histories span a year; anything older is presented as a year old rather than
 # extrapolated (with a 30-day causal half-life a year-old interaction carries no signal).
 MAX_AGE_DAYS = 365.0
+
+# The shipped enrichment heads' label sets (``artifacts/enrichment/enrich.json``), in their order.
+SENTIMENT_LABELS = ("negative", "neutral", "positive")
+ISSUE_LABELS = (
+    "Bad Flight",
+    "Can't Tell",
+    "Cancelled Flight",
+    "Customer Service Issue",
+    "Damaged Luggage",
+    "Flight Attendant Complaints",
+    "Flight Booking Problems",
+    "Late Flight",
+    "Lost Luggage",
+    "longlines",
+)
+ENRICHMENT_FEATURES: tuple[str, ...] = (
+    "enriched",
+    *(f"sentiment:{label}" for label in SENTIMENT_LABELS),
+    "sentiment_score",
+    *(f"issue:{label}" for label in ISSUE_LABELS),
+    "issue:other",
+    "importance",
+)
+N_ENRICHMENT_FEATURES = len(ENRICHMENT_FEATURES)
+_SENTIMENT_COLUMN = {label: 1 + i for i, label in enumerate(SENTIMENT_LABELS)}
+_SCORE_COLUMN = 1 + len(SENTIMENT_LABELS)
+_ISSUE_COLUMN = {label: _SCORE_COLUMN + 1 + i for i, label in enumerate(ISSUE_LABELS)}
+_OTHER_ISSUE_COLUMN = _SCORE_COLUMN + 1 + len(ISSUE_LABELS)
+_IMPORTANCE_COLUMN = _OTHER_ISSUE_COLUMN + 1
+
+
+def _unit(value: float, low: float = 0.0) -> float:
+    return min(max(float(value), low), 1.0) if math.isfinite(value) else 0.0
+
+
+def enrichment_vector(enrichment: Enrichment | None) -> list[float]:
+    """One memory's ``ENRICHMENT_FEATURES`` (see the module docstring); all zeros when the
+    memory has no enrichment or its enrichment has no sentiment (it was never interpreted)."""
+    row = [0.0] * N_ENRICHMENT_FEATURES
+    if enrichment is None or enrichment.sentiment is None:
+        return row
+    row[0] = 1.0
+    sentiment = enrichment.sentiment
+    column = _SENTIMENT_COLUMN.get(sentiment.name)
+    if column is not None:
+        row[column] = _unit(sentiment.confidence)
+    row[_SCORE_COLUMN] = _unit(enrichment.sentiment_score, -1.0)
+    issue = enrichment.issue
+    if issue is not None:
+        row[_ISSUE_COLUMN.get(issue.name, _OTHER_ISSUE_COLUMN)] = _unit(issue.confidence)
+    row[_IMPORTANCE_COLUMN] = _unit(enrichment.importance)
+    return row
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +175,39 @@ class ProfileSpec:
             cardinalities=tuple(int(c) for c in raw["cardinalities"]),
             embedding_dim=int(raw.get("embedding_dim", 4)),
             hidden=int(raw.get("hidden", 32)),
+            dropout=float(raw.get("dropout", 0.0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EnrichmentSpec:
+    """The optional per-memory enrichment input (see the module docstring).
+
+    ``features`` names the columns, in order; a network only loads when they equal this code's
+    ``ENRICHMENT_FEATURES`` (``memcrm.models.nba`` checks the manifest). ``dropout`` is the
+    training-time probability of hiding one memory's enrichment (eval() turns it off).
+    """
+
+    features: tuple[str, ...] = ENRICHMENT_FEATURES
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.features or len(set(self.features)) != len(self.features):
+            raise ValueError("enrichment features must be distinct and at least one")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("enrichment dropout must be in [0, 1)")
+
+    @property
+    def width(self) -> int:
+        return len(self.features)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": list(self.features), "dropout": self.dropout}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> EnrichmentSpec:
+        return cls(
+            features=tuple(str(name) for name in raw["features"]),
             dropout=float(raw.get("dropout", 0.0)),
         )
 
@@ -159,6 +277,7 @@ class NbaNet(nn.Module):
         action_text: Tensor,
         hp: NbaHyperParams | None = None,
         profile: ProfileSpec | None = None,
+        enrichment: EnrichmentSpec | None = None,
     ) -> None:
         super().__init__()
         hp = hp or NbaHyperParams()
@@ -204,19 +323,54 @@ class NbaNet(nn.Module):
         if profile is not None:
             self.profile = ProfileTower(profile, hp.hidden)
             self.head_profile = nn.Linear(hp.hidden, hp.head_hidden, bias=False)
+        # After the profile tower for the same reason: without a spec nothing changes.
+        self.enrichment_spec = enrichment
+        self.enrichment_proj: nn.Linear | None = None
+        if enrichment is not None:
+            self.enrichment_proj = nn.Linear(enrichment.width, hp.memory_hidden, bias=False)
 
     def encode_memories(
-        self, embeddings: Tensor, ages_days: Tensor, channels: Tensor, directions: Tensor
+        self,
+        embeddings: Tensor,
+        ages_days: Tensor,
+        channels: Tensor,
+        directions: Tensor,
+        enrichment: Tensor | None = None,
     ) -> Tensor:
-        """(..., M, 384), (..., M), (..., M) long, (..., M) long -> (..., M, hidden)."""
+        """(..., M, 384), (..., M), (..., M) long, (..., M) long -> (..., M, hidden).
+
+        ``enrichment`` (..., M, n_enrichment) is read only by a network with an
+        ``EnrichmentSpec`` (None there = not known for any memory) and ignored otherwise.
+        """
         parts = [
             self.text_proj(self.text_dropout(embeddings)),
             age_features(ages_days).to(embeddings.dtype),
             self.channel_emb(channels),
             self.direction_emb(directions),
         ]
-        encoded: Tensor = self.memory_mlp(torch.cat(parts, dim=-1))
-        return encoded
+        features = torch.cat(parts, dim=-1)
+        if self.enrichment_proj is None:
+            encoded: Tensor = self.memory_mlp(features)
+            return encoded
+        first, rest = self.memory_mlp[0], self.memory_mlp[1:]
+        pre = first(features) + self.enrichment_proj(self._enrichment(enrichment, features))
+        projected: Tensor = rest(pre)
+        return projected
+
+    def _enrichment(self, enrichment: Tensor | None, features: Tensor) -> Tensor:
+        """The enrichment input checked, as ``features``' dtype, hidden in training with
+        probability ``EnrichmentSpec.dropout`` per memory; None -> zeros (not known)."""
+        assert self.enrichment_spec is not None
+        spec = self.enrichment_spec
+        if enrichment is None:
+            return features.new_zeros((*features.shape[:-1], spec.width))
+        if enrichment.shape[-1] != spec.width or enrichment.shape[:-1] != features.shape[:-1]:
+            raise ValueError(f"enrichment must be (..., {features.shape[-2]}, {spec.width})")
+        enrichment = enrichment.to(features.dtype)
+        if self.training and spec.dropout > 0.0:
+            kept = torch.rand(enrichment.shape[:-1], device=enrichment.device) >= spec.dropout
+            enrichment = enrichment * kept.unsqueeze(-1).to(enrichment.dtype)
+        return enrichment
 
     def encode_context(self, context: Tensor) -> Tensor:
         """(..., 384) -> (..., hidden)."""
@@ -295,16 +449,18 @@ class NbaNet(nn.Module):
         context_mask: Tensor,
         profile_numeric: Tensor | None = None,
         profile_categorical: Tensor | None = None,
+        enrichment: Tensor | None = None,
     ) -> Tensor:
         """Batched decisions or coalitions -> log-odds (B, n_actions).
 
         embeddings (B, M, 384), ages_days (B, M), channels/directions (B, M) long,
         mask (B, M) bool (True = memory present), context (B, 384), context_mask (B,) bool;
         for a network with profile features also profile_numeric (B, n_numeric) float and
-        profile_categorical (B, n_categorical) long.
+        profile_categorical (B, n_categorical) long; ``enrichment`` (B, M, n_enrichment) float
+        (see ``encode_memories``).
         """
         profile = self.encode_profile(profile_numeric, profile_categorical)
-        encoded = self.encode_memories(embeddings, ages_days, channels, directions)
+        encoded = self.encode_memories(embeddings, ages_days, channels, directions, enrichment)
         pooled = (encoded * mask.unsqueeze(-1).to(encoded.dtype)).sum(dim=1)
         ctx = self.encode_context(context) * context_mask.unsqueeze(-1).to(encoded.dtype)
         return self.score(pooled, ctx, profile=profile)

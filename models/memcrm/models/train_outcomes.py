@@ -45,7 +45,7 @@ from memcrm.memory.recall import MemoryReader
 from memcrm.memory.store import MemoryStore
 from memcrm.models.encoder import Encoder
 from memcrm.models.nba import NbaScorer, write_artifact
-from memcrm.models.nba_net import NbaNet
+from memcrm.models.nba_net import N_ENRICHMENT_FEATURES, NbaNet
 from memcrm.models.query_encoder import QueryEncoder
 from memcrm.models.registry import ModelRegistry
 
@@ -67,7 +67,7 @@ def held_out(recommendation_id: str) -> bool:
 
 def _batch(
     examples: Sequence[OutcomeExample], columns: dict[str, int]
-) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]:
+) -> tuple[tuple[torch.Tensor | None, ...], torch.Tensor, torch.Tensor]:
     """Padded model inputs, the action column of each example and its label."""
     n = len(examples)
     m = max(1, max(len(e.memories) for e in examples))
@@ -78,9 +78,11 @@ def _batch(
     mask = torch.zeros((n, m), dtype=torch.bool)
     context = torch.zeros((n, EMBEDDING_DIM))
     context_mask = torch.zeros(n, dtype=torch.bool)
+    enrichment = torch.zeros((n, m, N_ENRICHMENT_FEATURES))
     for i, e in enumerate(examples):
         k = len(e.memories)
         embeddings[i, :k] = torch.from_numpy(e.memories.embeddings)
+        enrichment[i, :k] = torch.from_numpy(e.memories.enrichment)
         ages[i, :k] = torch.from_numpy(e.memories.ages_days.astype(np.float32))
         channels[i, :k] = torch.from_numpy(e.memories.channels)
         directions[i, :k] = torch.from_numpy(e.memories.directions)
@@ -90,7 +92,10 @@ def _batch(
             context_mask[i] = True
     action = torch.tensor([columns[e.action_id] for e in examples])
     label = torch.tensor([1.0 if e.success else 0.0 for e in examples])
-    return (embeddings, ages, channels, directions, mask, context, context_mask), action, label
+    # Profile features: none; each memory's enrichment as served (a model without enrichment
+    # features ignores it).
+    inputs = (embeddings, ages, channels, directions, mask, context, context_mask, None, None)
+    return (*inputs, enrichment), action, label
 
 
 def _scores(
