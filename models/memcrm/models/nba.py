@@ -193,7 +193,7 @@ class PreparedDecision:
         self._net = net
         with torch.inference_mode():
             encoded_profile = net.encode_profile(*_profile_tensors(profile))
-            self._profile = None if encoded_profile is None else encoded_profile.unsqueeze(0)
+            profile_row = None if encoded_profile is None else encoded_profile.unsqueeze(0)
             self._encoded = net.encode_memories(
                 torch.from_numpy(memories.embeddings).to(torch.float64),
                 torch.from_numpy(memories.ages_days).to(torch.float64),
@@ -201,11 +201,13 @@ class PreparedDecision:
                 torch.from_numpy(memories.directions),
                 torch.from_numpy(memories.enrichment).to(torch.float64),
             )
-            if context is None:
-                self._context = torch.zeros(net.hp.hidden, dtype=torch.float64)
-            else:
+            absent = torch.zeros(net.hp.hidden, dtype=torch.float64)
+            present = absent
+            if context is not None:
                 vector = np.asarray(context, dtype=np.float64).reshape(EMBEDDING_DIM)
-                self._context = net.encode_context(torch.from_numpy(vector))
+                present = net.encode_context(torch.from_numpy(vector))
+            # Row 0: the context absent from the coalition, row 1: present.
+            self._decision_terms = net.decision_terms(torch.stack([absent, present]), profile_row)
             self._action_terms = net.action_terms()
 
     def logits(
@@ -226,11 +228,11 @@ class PreparedDecision:
         _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
         unique = mask[first]
         with torch.inference_mode():
-            present = torch.from_numpy(unique).to(torch.float64)
-            pooled = present[:, : self.n_memories] @ self._encoded
-            context = present[:, self.n_memories :] * self._context.unsqueeze(0)
+            present = torch.from_numpy(unique[:, : self.n_memories]).to(torch.float64)
+            pooled = present @ self._encoded
+            with_context = torch.from_numpy(unique[:, self.n_memories].astype(np.int64))
             terms = self._action_terms if actions is None else self._action_terms[list(actions)]
-            out = self._net.score_with(pooled, context, terms, self._profile)
+            out = self._net.score_prepared(pooled, self._decision_terms[with_context], terms)
         result: NDArray[np.float64] = out.numpy().astype(np.float64)[inverse.reshape(-1)]
         return result
 

@@ -259,6 +259,16 @@ class ProfileTower(nn.Module):
         return encoded
 
 
+def fast_asinh(x: Tensor) -> Tensor:
+    """``torch.asinh`` from vectorised operations, sign(x) log1p(a + a (a / (1 + hypot(1, a))))
+    with a = |x|: no cancellation near zero, no overflow for large |x| (up to 8e307). On CPU
+    ``torch.asinh`` runs a scalar loop: 0.75 ms for a SHAP game's 670 x 96 float64 values on
+    this project's machine, 0.31 ms here; the two agree to a few units in the last place."""
+    a = x.abs()
+    half = a / (1.0 + torch.hypot(torch.ones_like(a), a))
+    return torch.copysign(torch.log1p(a + a * half), x)
+
+
 def age_features(age_days: Tensor) -> Tensor:
     """Recency at several time scales plus a log age: (...,) days -> (..., N_AGE_FEATURES)."""
     age = age_days.clamp(0.0, MAX_AGE_DAYS)
@@ -437,6 +447,40 @@ class NbaNet(nn.Module):
         hidden = per_decision.unsqueeze(1) + action_terms.unsqueeze(0)
         logits: Tensor = self.head_out(hidden).squeeze(-1)
         return logits
+
+    def decision_terms(self, context: Tensor, profile: Tensor | None = None) -> Tensor:
+        """The head's per-decision term of ``context`` (..., hidden) and, for a network with
+        profile features, the ``encode_profile`` output: what ``score_with`` adds to the
+        memories' term before the action terms."""
+        terms: Tensor = self.head_context(context)
+        if (profile is None) != (self.head_profile is None):
+            raise ValueError(
+                "profile encoding given to a network without profile features"
+                if profile is not None
+                else "this network needs the profile encoding"
+            )
+        if self.head_profile is not None and profile is not None:
+            terms = terms + self.head_profile(profile)
+        return terms
+
+    def score_prepared(
+        self, pooled: Tensor, decision_terms: Tensor, action_terms: Tensor
+    ) -> Tensor:
+        """``score_with`` for serving, with the per-decision terms (``decision_terms``,
+        (B, head_hidden) or (1, head_hidden)) computed beforehand: a SHAP game's coalitions
+        share the profile and have the context either absent or present, so two rows of terms
+        serve them all. ``asinh`` and the activations run as vectorised, in-place operations
+        (``torch.asinh`` is a scalar loop on CPU). Same function as ``score_with``; in float64
+        the two agree to ~1e-15 (additions associate differently, ``fast_asinh`` rounds
+        differently). Training keeps ``score_with``, so trained weights do not depend on this.
+        """
+        per_decision = self.head_set(fast_asinh(pooled)).add_(decision_terms)
+        hidden = (per_decision.unsqueeze(1) + action_terms.unsqueeze(0)).relu_()
+        first, last = self.head_out[1], self.head_out[3]
+        rows = hidden.reshape(-1, hidden.shape[-1])
+        inner = torch.addmm(first.bias, rows, first.weight.t()).relu_()
+        logits = torch.addmm(last.bias, inner, last.weight.t())
+        return logits.view(hidden.shape[0], hidden.shape[1])
 
     def forward(
         self,
