@@ -14,6 +14,11 @@ in the machine's load hits both alike:
 - ``DiagnosticsService.Echo``, the same path (gRPC proxy, gateway, API key, server span) without
   memcrm's work: the same two figures, as the baseline.
 
+During the throughput phases it also reads every process's CPU time from ``/proc`` (Linux) and
+reports milliseconds of CPU per call by role: each Serve replica, the gRPC proxy, PostgreSQL,
+Redis, the bench client and ``other processes`` (other jobs on a shared machine; when they are
+large the figures were measured on a busy machine).
+
 Prints one JSON document: both sets of figures, their ratios, the targets (p50 <= 30 ms,
 p99 <= 80 ms, >= 50 decisions/s) and whether each is met, and how many memories the decisions
 recalled (each explanation lists the memories it played).
@@ -242,8 +247,66 @@ def latencies(client: Client, call: Call, calls: int, tally: Tally) -> list[floa
     return out
 
 
+class CpuMeter:
+    """CPU time every process on this machine spent, grouped by role (``/proc``, Linux only):
+    where a call's CPU goes when the service runs here, and how much other jobs took meanwhile
+    (this machine is shared; a busy neighbour shows up as ``other processes``)."""
+
+    ROLES = (
+        ("ServeReplica:", lambda cmd: "replica " + cmd.split("ServeReplica:")[1].split()[0]),
+        ("ProxyActor", lambda cmd: "ray proxy"),
+        ("ray::", lambda cmd: "ray (other)"),
+        ("/ray/", lambda cmd: "ray (other)"),
+        ("postgres", lambda cmd: "postgresql"),
+        ("redis-server", lambda cmd: "redis"),
+    )
+
+    def __init__(self) -> None:
+        self.available = Path("/proc/stat").exists()
+        self._tick = os.sysconf("SC_CLK_TCK") if self.available else 100
+        self.totals: dict[str, float] = {}
+
+    def _role(self, pid: int, cmd: str) -> str:
+        if pid == os.getpid():
+            return "bench client"
+        for marker, name in self.ROLES:
+            if marker in cmd:
+                return name(cmd)
+        return "other processes"
+
+    def snapshot(self) -> dict[int, tuple[str, int]]:
+        out: dict[int, tuple[str, int]] = {}
+        if not self.available:
+            return out
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, UnicodeDecodeError):
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            name = cmd or stat.split("(", 1)[1].rsplit(")", 1)[0]
+            pid = int(entry.name)
+            out[pid] = (self._role(pid, name), int(fields[11]) + int(fields[12]))
+        return out
+
+    def add(self, before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int]]) -> None:
+        for pid, (role, ticks) in after.items():
+            spent = ticks - before[pid][1] if pid in before else ticks
+            self.totals[role] = self.totals.get(role, 0.0) + spent / self._tick
+
+    def per_call_ms(self, calls: float) -> dict[str, float]:
+        ranked = sorted(self.totals.items(), key=lambda kv: -kv[1])
+        out = {role: round(1000 * s / calls, 2) for role, s in ranked if s > 0}
+        service = sum(s for role, s in ranked if role not in ("other processes", "bench client"))
+        out["service total"] = round(1000 * service / calls, 2)
+        return out
+
+
 def throughput(
-    clients: list[Client], call: Call, seconds: float, tally: Tally
+    clients: list[Client], call: Call, seconds: float, tally: Tally, meter: CpuMeter | None = None
 ) -> tuple[int, float]:
     """Every client calls back to back until the deadline; completed calls and the time taken
     until the last one finished."""
@@ -260,11 +323,14 @@ def throughput(
 
     with ThreadPoolExecutor(len(clients)) as pool:
         futures = [pool.submit(run, c) for c in clients]
+        before = meter.snapshot() if meter else {}
         started = time.perf_counter()
         deadline.append(started + seconds)
         barrier.wait()
         done = sum(f.result() for f in futures)
         elapsed = time.perf_counter() - started
+        if meter:
+            meter.add(before, meter.snapshot())
     return done, elapsed
 
 
@@ -307,13 +373,16 @@ def main() -> None:
     rpcs: dict[str, Call] = {"echo": Client.echo, "next_best_action": Client.nba}
     samples: dict[str, list[float]] = {name: [] for name in rpcs}
     rates: dict[str, list[dict[str, float]]] = {name: [] for name in rpcs}
+    meters = {name: CpuMeter() for name in rpcs}
     tally = Tally()
     for r in range(args.rounds):
         order = list(rpcs) if r % 2 == 0 else list(reversed(rpcs))
         for name in order:
             samples[name] += latencies(single, rpcs[name], args.latency_calls, tally)
         for name in order:
-            done, elapsed = throughput(crowd, rpcs[name], args.throughput_seconds, tally)
+            done, elapsed = throughput(
+                crowd, rpcs[name], args.throughput_seconds, tally, meters[name]
+            )
             rates[name].append({"calls": done, "seconds": round(elapsed, 3)})
         echo_rate, nba_rate = (rates[n][-1]["calls"] / rates[n][-1]["seconds"] for n in rpcs)
         log(
@@ -334,6 +403,9 @@ def main() -> None:
                 "per_s": round(total / seconds, 1),
                 "per_round_per_s": per_round,
                 "calls": total,
+                "cpu_ms_per_call": meters[name].per_call_ms(total)
+                if meters[name].available
+                else None,
             },
         }
 
