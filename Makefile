@@ -66,7 +66,7 @@ train-nba: $(STAMP) ## Fine-tune TENANT's active NBA model on its recorded outco
 eval-enrichment: $(STAMP) ## Interpretation heads vs TF-IDF+LR baselines on held-out data (one JSON)
 	@$(PY) -m memcrm.models.eval_enrichment
 
-eval-nba: $(STAMP) ## NBA model: simulated AUC/accuracy/SHAP faithfulness + Telco churn vs sklearn (one JSON)
+eval-nba: $(STAMP) ## NBA model: simulated AUC/accuracy/SHAP faithfulness + Telco churn vs sklearn; signals model figures (one JSON)
 	@$(PY) -m memcrm.models.eval_nba
 
 eval-memory: $(STAMP) ## LoCoMo evidence recall via gRPC vs BM25 and dense baselines (one JSON)

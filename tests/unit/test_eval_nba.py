@@ -1,4 +1,5 @@
-"""eval_nba: the profile tower, the Telco trainer and serving path, and the removal metrics.
+"""eval_nba: the profile tower, the Telco trainer and serving path, the removal metrics, and
+the customer-signal figures reported beside them.
 
 Everything runs on small real subsets (a few dozen simulated held-out customers over real
 tweets, a few hundred Telco rows) with the shipped model and the real encoder.
@@ -15,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from memcrm.core.types import EMBEDDING_DIM
+from memcrm.core.types import EMBEDDING_DIM, SIGNAL_NAMES
 from memcrm.decisions.catalog import BUILTIN_CATALOG
-from memcrm.models import eval_nba
+from memcrm.models import eval_nba, eval_signals
 from memcrm.models.encoder import Encoder
 from memcrm.models.enrichment import EnrichmentModel
 from memcrm.models.eval_nba import (
@@ -39,6 +40,7 @@ from memcrm.models.nba import (
 )
 from memcrm.models.nba_enrichment import enrich_texts
 from memcrm.models.nba_net import NbaHyperParams, NbaNet, ProfileSpec
+from memcrm.models.signals import load_signal_scorer
 from memcrm.models.simulator import (
     JourneySimulator,
     SimCustomer,
@@ -318,6 +320,7 @@ def test_comprehensiveness_and_precision_aggregate_the_customers(simulated: Simu
 def test_report_is_one_json_document_with_consistent_targets(
     scorer: NbaScorer, telco_data: TelcoData
 ) -> None:
+    signals = load_signal_scorer()
     result = report(
         scorer,
         default_tweets_path(),
@@ -326,6 +329,7 @@ def test_report_is_one_json_document_with_consistent_targets(
         customers=30,
         explained=30,
         grid=QUICK,
+        signals=signals,
     )
     parsed = json.loads(json.dumps(result))
     targets = parsed["targets"]
@@ -348,3 +352,31 @@ def test_report_is_one_json_document_with_consistent_targets(
         in parsed["simulator"]["explanations"]["comprehensiveness"]["eligibility"]
     )
     assert len(parsed["telco"]["data"]["file_sha256"]) == 64
+
+    # The signal model's held-out figures ride along, without targets of their own.
+    assert list(parsed)[-2:] == ["signals", "timing_seconds"]
+    section = parsed["signals"]
+    assert "without targets" in section["report"]
+    assert section["model"]["sha256"] == signals.sha256 != scorer.sha256
+    assert section["data"]["held_out_customers"] == 30
+    assert section["data"]["customer_seed"] == SEED
+    assert section["data"]["file_sha256"] == parsed["simulator"]["data"]["file_sha256"]
+    assert section["data"]["held_out_tweets_enriched"] > 0  # the model reads enrichment
+    assert section["explanations"]["explained_customers"] == 30
+    assert list(section["per_signal"]) == list(SIGNAL_NAMES)
+    for figures in section["per_signal"].values():
+        assert 0.0 <= figures["roc_auc"] <= 1.0 and 0.0 <= figures["roc_auc_true_logit"] <= 1.0
+        assert {"precision_at_1", "chance_rate"} <= set(figures["explanations"])
+    assert not any("signal" in name for name in targets)
+    assert set(parsed["reported_without_target"]) == {
+        "simulator_roc_auc",
+        "simulator_top_action_accuracy",
+    }
+    timing = parsed["timing_seconds"]
+    assert set(timing) == {"simulator", "telco", "signals", "total"}
+    # The same numbers as eval_signals' own report of those customers (timings apart).
+    alone = eval_signals.evaluate_signals(
+        signals, default_tweets_path(), customers=30, explained=30, seed=SEED
+    )
+    alone.pop("timing_seconds"), section.pop("timing_seconds")
+    assert section == {"report": section["report"], **json.loads(json.dumps(alone))}

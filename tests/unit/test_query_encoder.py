@@ -73,7 +73,7 @@ def test_tokenize_gives_sentence_transformers_inputs(encoder: Encoder) -> None:
 
     st = encoder.model
     long_text = " ".join(["refund", "São Paulo", "🙂", "#delayed", "@united"] * 80)
-    for texts in ([QUERIES[0]], QUERIES, MEMORIES + [long_text], [long_text], ["  x  "]):
+    for texts in ([QUERIES[0]], QUERIES, [*MEMORIES, long_text], [long_text], ["  x  "]):
         got = tokenize(st, texts)
         want = st.preprocess(inputs=list(texts))
         assert set(got) == {

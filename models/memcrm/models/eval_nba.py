@@ -48,6 +48,15 @@ Telco churn (``memcrm.models.telco``: file, split rule by sha256 of ``customerID
     one-hot categoricals. Targets: our test ROC-AUC >= 0.84 and at most 0.01 below the better
     baseline.
 
+Customer signals (``memcrm.models.eval_signals``, reported without targets: the targets above
+are the NBA model's)
+    The shipped customer-signal artifact (``signals.pt``/``signals.json``, from the same
+    ``--artifact-dir``) on the same number of fresh held-out customers of the same data file,
+    with the same eval seed: ``eval_signals.evaluate_signals``, the document
+    ``python -m memcrm.models.eval_signals`` prints (per signal ROC-AUC against the true
+    log-odds' ceiling, log loss, SHAP precision@1 with its chance rate), explaining the first
+    ``min(--explained, eval_signals.EXPLAINED_CUSTOMERS)`` customers.
+
 Determinism: fixed seeds, ``use_deterministic_algorithms`` and 2 torch threads
 (``train_nba.set_determinism``); two runs print the same JSON apart from ``timing_seconds``.
 """
@@ -73,10 +82,11 @@ from numpy.typing import NDArray
 
 from memcrm.core.types import EMBEDDING_DIM
 from memcrm.decisions.catalog import Action, catalog_fingerprint
-from memcrm.models import simulator, telco
+from memcrm.models import eval_signals, simulator, telco
 from memcrm.models.nba import NbaScorer, write_artifact
 from memcrm.models.nba_enrichment import enrich_texts
 from memcrm.models.nba_net import NbaHyperParams, NbaNet
+from memcrm.models.signals import load_signal_scorer
 from memcrm.models.simulator import (
     JourneySimulator,
     SimCustomer,
@@ -659,8 +669,10 @@ def report(
     customers: int = HELD_OUT_CUSTOMERS,
     explained: int = EXPLAINED_CUSTOMERS,
     grid: Sequence[TelcoSettings] = TELCO_GRID,
+    signals: NbaScorer | None = None,
 ) -> dict[str, Any]:
-    """The whole evaluation as one JSON-ready dict."""
+    """The whole evaluation as one JSON-ready dict; ``signals`` is the customer-signal model
+    reported beside it (default: ``load_signal_scorer()``, the shipped one)."""
     started = time.perf_counter()
     set_determinism(seed)
     simulated = evaluate_simulator(
@@ -669,6 +681,14 @@ def report(
     sim_done = time.perf_counter()
     churn = evaluate_telco(telco_path, seed=seed, grid=grid)
     telco_done = time.perf_counter()
+    signal_report = eval_signals.evaluate_signals(
+        signals if signals is not None else load_signal_scorer(),
+        tweets_path,
+        customers=customers,
+        explained=min(explained, eval_signals.EXPLAINED_CUSTOMERS),
+        seed=seed,
+    )
+    signals_done = time.perf_counter()
 
     precision = simulated["explanations"]["precision_at_1"]["value"]
     comp = simulated["explanations"]["comprehensiveness"]
@@ -717,10 +737,16 @@ def report(
         },
         "simulator": simulated,
         "telco": churn,
+        "signals": {
+            "report": "held-out evaluation of the shipped customer-signal model "
+            "(memcrm.models.eval_signals.evaluate_signals), reported without targets",
+            **signal_report,
+        },
         "timing_seconds": {
             "simulator": round(sim_done - started, 1),
             "telco": round(telco_done - sim_done, 1),
-            "total": round(telco_done - started, 1),
+            "signals": round(signals_done - telco_done, 1),
+            "total": round(signals_done - started, 1),
         },
     }
 
@@ -744,6 +770,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Only the JSON document goes to stdout.
     with contextlib.redirect_stdout(sys.stderr):
         scorer = NbaScorer(args.artifact_dir)
+        signals = load_signal_scorer(args.artifact_dir)
         result = report(
             scorer,
             tweets_path,
@@ -751,6 +778,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=int(args.seed),
             customers=int(args.customers),
             explained=int(args.explained),
+            signals=signals,
         )
     print(json.dumps(result, indent=2))
     return 0

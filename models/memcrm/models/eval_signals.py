@@ -7,7 +7,11 @@ same dict for ``make eval-nba``. The shipped artifact (``signals.pt``/``signals.
 sha256-verified by ``load_signal_scorer``) scores fresh held-out customers of the journey
 simulator (``memcrm.models.simulator``: held-out tweets only, the eval seed rather than the
 training seed, the simulator settings recorded in the manifest), with the context absent as
-in training and serving. Their tweets are embedded in this run with the model's encoder.
+in training and serving. Their tweets are embedded in this run with the model's encoder; for a
+model with enrichment features (manifest key ``enrichment``) they are also enriched in this run
+as ingestion would (``nba_enrichment.enrich_texts``: the shipped enrichment heads, which never
+trained on held-out tweets, and the interpretation pipeline; no cache), exactly as
+``memcrm.models.eval_nba`` does for the NBA model.
 
 Per signal:
 
@@ -36,7 +40,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,10 +49,11 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from memcrm.core.types import EMBEDDING_DIM, SIGNAL_NAMES
+from memcrm.core.types import EMBEDDING_DIM, SIGNAL_NAMES, Enrichment
 from memcrm.models import simulator
 from memcrm.models.nba import MemoryFeatures, NbaScorer
-from memcrm.models.nba_net import NbaNet
+from memcrm.models.nba_enrichment import enrich_texts
+from memcrm.models.nba_net import N_ENRICHMENT_FEATURES, NbaNet
 from memcrm.models.signals import (
     DEFAULT_PERMUTATIONS,
     SIGNAL_DEFINITIONS,
@@ -106,13 +111,23 @@ def embedding_table(
     return table, {tweet: row + 1 for row, tweet in enumerate(used)}
 
 
+def true_signal_logits(customers: Sequence[SimCustomer]) -> NDArray[np.float64]:
+    """The simulator's true log-odds of every signal (N, n_signals), ``SIGNAL_NAMES`` order."""
+    return np.asarray([[c.signals.logits[name] for name in SIGNAL_NAMES] for c in customers])
+
+
 def pack_signals(
-    customers: Sequence[SimCustomer], rows: dict[int, int], width: int
+    customers: Sequence[SimCustomer],
+    rows: dict[int, int],
+    width: int,
+    enrichments: Mapping[int, Enrichment] | None = None,
 ) -> tuple[Packed, NDArray[np.float64]]:
-    """Packed signal examples and the simulator's true log-odds (N, n_signals)."""
+    """Packed signal examples and the simulator's true log-odds (N, n_signals);
+    ``enrichments`` (tweet index -> its enrichment) fills ``Packed.enrichment`` as in
+    ``train_nba.pack``."""
     views = [signal_view(c) for c in customers]
-    truth = np.asarray([[c.signals.logits[name] for name in SIGNAL_NAMES] for c in customers])
-    return pack(views, rows, SIGNAL_DEFINITIONS, width), truth
+    packed = pack(views, rows, SIGNAL_DEFINITIONS, width, enrichments)
+    return packed, true_signal_logits(customers)
 
 
 def _log_loss(logits: NDArray[np.float64], y: NDArray[np.float64]) -> float:
@@ -140,13 +155,19 @@ def signal_metrics(
 
 
 def customer_memories(data: Packed, table: torch.Tensor, row: int) -> MemoryFeatures:
-    """One packed customer's memories as serving builds them."""
+    """One packed customer's memories as serving builds them (``MemoryFeatures.from_recalled``:
+    with each memory's enrichment features when ``data`` has them, else "not known")."""
     m = int(data.mask[row].sum())
     return MemoryFeatures(
         embeddings=table[torch.from_numpy(data.tweets[row, :m])].numpy(),
         ages_days=data.ages[row, :m].astype(np.float64),
         channels=data.channels[row, :m].copy(),
         directions=data.directions[row, :m].copy(),
+        enrichment=(
+            data.enrichment[row, :m].copy()
+            if data.enrichment is not None
+            else np.zeros((m, N_ENRICHMENT_FEATURES), np.float32)
+        ),
     )
 
 
@@ -253,7 +274,17 @@ def evaluate_signals(
     simulated = time.perf_counter()
     table, rows = embedding_table(encoder.encode([sim.tweets[i].text for i in used]), used)
     embedded = time.perf_counter()
-    data, true_logits = pack_signals(held_out, rows, sim.config.max_history)
+    enrichments = None
+    if scorer.enrichment_spec is not None:
+        from memcrm.models.encoder import Encoder
+        from memcrm.models.enrichment import EnrichmentModel
+
+        # The heads run on the shipped encoder: reuse the caller's when it is one.
+        shared = encoder if isinstance(encoder, Encoder) else None
+        found = enrich_texts([sim.tweets[i].text for i in used], EnrichmentModel(encoder=shared))
+        enrichments = dict(zip(used, found, strict=True))
+    enriched = time.perf_counter()
+    data, true_logits = pack_signals(held_out, rows, sim.config.max_history, enrichments)
     metrics = signal_metrics(predict(scorer.net, data, table), data.outcomes, true_logits)
     n_explained = min(explained, len(held_out))
     faithfulness = explanation_faithfulness(
@@ -275,6 +306,7 @@ def evaluate_signals(
             "simulator_config": description["config"],
             "held_out_customers": len(held_out),
             "held_out_tweets_embedded": len(used),
+            "held_out_tweets_enriched": 0 if enrichments is None else len(enrichments),
             "split": "held-out customers use only held-out tweets (simulator.split_of); "
             "customers drawn with the eval seed, not the training seed; no context",
             "customer_seed": seed,
@@ -300,7 +332,8 @@ def evaluate_signals(
         "timing_seconds": {
             "simulate": round(simulated - started, 1),
             "embed": round(embedded - simulated, 1),
-            "score_and_explain": round(done - embedded, 1),
+            "enrich": round(enriched - embedded, 1),
+            "score_and_explain": round(done - enriched, 1),
         },
     }
 

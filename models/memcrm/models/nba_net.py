@@ -477,6 +477,7 @@ class NbaNet(nn.Module):
         per_decision = self.head_set(fast_asinh(pooled)).add_(decision_terms)
         hidden = (per_decision.unsqueeze(1) + action_terms.unsqueeze(0)).relu_()
         first, last = self.head_out[1], self.head_out[3]
+        assert isinstance(first, nn.Linear) and isinstance(last, nn.Linear)
         rows = hidden.reshape(-1, hidden.shape[-1])
         inner = torch.addmm(first.bias, rows, first.weight.t()).relu_()
         logits = torch.addmm(last.bias, inner, last.weight.t())

@@ -6,7 +6,10 @@ and ``support_need`` (contacts support within 7 days). The model is the next-bes
 network (:class:`~memcrm.models.nba_net.NbaNet`) with the signals in place of the actions,
 trained on the journey simulator's signal outcomes (``memcrm.models.simulator``, causal
 structure in its docstring) by ``python -m memcrm.models.train_signals``, and served from a
-verified artifact (``signals.pt`` + ``signals.json``) by the same :class:`NbaScorer`.
+verified artifact (``signals.pt`` + ``signals.json``) by the same :class:`NbaScorer`. Like the
+NBA model it reads each memory's enrichment features (manifest key ``enrichment``,
+``nba_net.EnrichmentSpec``; ``MemoryFeatures.from_recalled`` takes them from the stored
+memories); an artifact without them (every one before) loads and scores as it did.
 
 Why reuse ``Action`` for the definitions: the scorer, its catalog check and
 ``catalog_fingerprint`` all take actions, and the network reads only ``action_id``, ``title``

@@ -547,10 +547,16 @@ def simulate_and_pack(
     data: Path | None = None,
     enrichment: bool = True,
     cache_dir: Path | None = None,
+    view: Callable[[SimCustomer], SimCustomer] | None = None,
 ) -> SimulatedData:
     """Simulate training, validation and held-out customers; embed their tweets once with the
     shared encoder and (``enrichment``) give every tweet its served enrichment
-    (``nba_enrichment.cached_enrichments``, cached under ``cache_dir``)."""
+    (``nba_enrichment.cached_enrichments``, cached under ``cache_dir``).
+
+    ``view`` (None: the customers as simulated) maps every customer, after its texts were
+    restricted, to what is packed and returned, e.g. ``eval_signals.signal_view`` for the
+    customer-signal model (signal outcomes in place of the actions', no context); ``catalog``
+    must then name its outputs."""
     started = time.perf_counter()
     sim = JourneySimulator(
         data, config=SimulatorConfig(max_tweets_per_kind=cfg.max_tweets_per_kind)
@@ -575,6 +581,10 @@ def simulate_and_pack(
         seed + 1,
     )
     held_out_set = sim.customers(cfg.held_out_customers, Split.HELD_OUT, seed)
+    if view is not None:
+        train_set = [view(c) for c in train_set]
+        validation_set = [view(c) for c in validation_set]
+        held_out_set = [view(c) for c in held_out_set]
     everyone = (*train_set, *validation_set, *held_out_set)
     used = sorted(
         {i.tweet for c in everyone for i in c.history}
