@@ -647,6 +647,45 @@ def simulate_and_pack(
     )
 
 
+def enrichment_description(prepared: SimulatedData, source: str = "") -> dict[str, Any]:
+    """The manifest's ``training_data.enrichment``: where each tweet's enrichment came from
+    (``source`` is added after the module name, e.g. which cache)."""
+    return {
+        "description": "every tweet's Enrichment as ingestion would store it "
+        f"(memcrm.models.nba_enrichment{source}): the shipped enrichment heads, trained on the "
+        "non-held-out airline tweets only (same split_of), so held-out customers get "
+        "honest enrichment, training customers in-sample enrichment and validation "
+        "customers (validation texts: the enrichment trainer's validation bucket) "
+        "honest enrichment",
+        **(prepared.enrichment or {}),
+    }
+
+
+def run_description(
+    prepared: SimulatedData, fit_seconds: float, total_seconds: float, threads: int
+) -> dict[str, Any]:
+    """The manifest's ``timing_seconds``, ``reproducibility`` and ``environment``: how long
+    the run took and what it needs to be rebuilt byte for byte."""
+    return {
+        "timing_seconds": {
+            **{name: round(value, 1) for name, value in prepared.seconds.items()},
+            "fit": round(fit_seconds, 1),
+            "total": round(total_seconds, 1),
+        },
+        "reproducibility": {
+            "deterministic_algorithms": True,
+            "torch_threads": threads,
+            "claim": "same seed, machine and library versions give a byte-identical .pt",
+        },
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "machine": platform.machine(),
+        },
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m memcrm.models.train_nba", description=__doc__)
     parser.add_argument("--data", type=Path, default=None, help="path to Tweets.csv")
@@ -725,33 +764,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "use only tweets in held-out sha256 buckets",
             **sim.describe(),
             "tweets_embedded": prepared.tweets_embedded,
-            "enrichment": {
-                "description": "every tweet's Enrichment as ingestion would store it "
-                "(memcrm.models.nba_enrichment): the shipped enrichment heads, trained on the "
-                "non-held-out airline tweets only (same split_of), so held-out customers get "
-                "honest enrichment, training customers in-sample enrichment and validation "
-                "customers (validation texts: the enrichment trainer's validation bucket) "
-                "honest enrichment",
-                **(prepared.enrichment or {}),
-            },
+            "enrichment": enrichment_description(prepared),
         },
         "metrics": metrics,
-        "timing_seconds": {
-            **{name: round(value, 1) for name, value in prepared.seconds.items()},
-            "fit": round(fit_seconds, 1),
-            "total": round(total_seconds, 1),
-        },
-        "reproducibility": {
-            "deterministic_algorithms": True,
-            "torch_threads": THREADS,
-            "claim": "same seed, machine and library versions give a byte-identical .pt",
-        },
-        "environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "machine": platform.machine(),
-        },
+        **run_description(prepared, fit_seconds, total_seconds, THREADS),
     }
     written = write_artifact(net, Path(args.out), manifest)
     held = metrics["held_out"]

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -42,7 +41,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from memcrm.core.types import EMBEDDING_DIM
@@ -55,7 +53,9 @@ from memcrm.models.simulator import SIGNAL_DRIVERS, SIGNAL_HALF_LIFE_DAYS, SIGNA
 from memcrm.models.train_nba import (
     SimulatedData,
     TrainConfig,
+    enrichment_description,
     predict,
+    run_description,
     set_determinism,
     simulate_and_pack,
     train,
@@ -258,33 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
             **sim.describe(),
             "tweets_embedded": prepared.tweets_embedded,
-            "enrichment": {
-                "description": "every tweet's Enrichment as ingestion would store it "
-                "(memcrm.models.nba_enrichment, the same cache as train_nba): the shipped "
-                "enrichment heads, trained on the non-held-out airline tweets only (same "
-                "split_of), so held-out customers get honest enrichment, training customers "
-                "in-sample enrichment and validation customers (validation texts: the "
-                "enrichment trainer's validation bucket) honest enrichment",
-                **(prepared.enrichment or {}),
-            },
+            "enrichment": enrichment_description(prepared, ", the same cache as train_nba"),
         },
         "metrics": metrics,
-        "timing_seconds": {
-            **{name: round(value, 1) for name, value in prepared.seconds.items()},
-            "fit": round(fit_seconds, 1),
-            "total": round(total_seconds, 1),
-        },
-        "reproducibility": {
-            "deterministic_algorithms": True,
-            "torch_threads": THREADS,
-            "claim": "same seed, machine and library versions give a byte-identical .pt",
-        },
-        "environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "machine": platform.machine(),
-        },
+        **run_description(prepared, fit_seconds, total_seconds, THREADS),
     }
     written = write_artifact(net, Path(args.out), manifest, name=SIGNALS_ARTIFACT)
     summary = ", ".join(
