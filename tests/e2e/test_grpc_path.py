@@ -189,6 +189,19 @@ def test_next_best_action_explains_with_ingested_memories_and_links_their_spans(
     ingest_spans = [s for s in spans if s.trace_id == ingest_trace and "IngestBatch" in s.name]
     assert {(s.trace_id, s.span_id) for s in ingest_spans} == cited_spans
 
+    # The recommendation replica's steps are children of the server span: embedding the
+    # context, the recall query, scoring and explaining, writing the record.
+    steps = ("memcrm.understand", "memcrm.recall", "memcrm.decide", "memcrm.decision_record")
+
+    def steps_exported(spans: list[ReceivedSpan]) -> bool:
+        names = {s.name for s in spans if s.trace_id == nba.trace_id}
+        return all(step in names for step in steps)
+
+    spans = collector.wait_for(steps_exported)
+    children = {s.name: s for s in spans if s.trace_id == nba.trace_id and s.name in steps}
+    assert {s.parent_span_id for s in children.values()} == {server.span_id}
+    assert cited_spans <= set(children["memcrm.decide"].links)
+
 
 def test_bad_input_is_invalid_argument_naming_the_field(stubs: tuple[object, ...]) -> None:
     ingest, memory, recommend = stubs

@@ -166,20 +166,23 @@ class DecisionService:
     ) -> DecisionAudit:
         """Recall, gather what is known about the customer and decide, as of ``view``."""
         catalog = self._catalogs.get(tenant_id)
-        with child_span("memcrm.recall", carrier, {"memcrm.top_k": self._memories}):
-            # What is known about the customer does not depend on the context: it is read in
-            # another thread while the encoder (which releases the GIL) embeds the context.
-            facts = self._readers.submit(
-                self._facts.inputs,
-                tenant_id,
-                request.customer_id,
-                catalog,
-                DecisionContext(request.channel, view, request.context),
-                as_of=request.as_of,
-            )
+        # What is known about the customer does not depend on the context: it is read in
+        # another thread while the encoder (which releases the GIL) embeds the context.
+        facts = self._readers.submit(
+            self._facts.inputs,
+            tenant_id,
+            request.customer_id,
+            catalog,
+            DecisionContext(request.channel, view, request.context),
+            as_of=request.as_of,
+        )
+        with child_span(
+            "memcrm.understand", carrier, {"memcrm.context_chars": len(request.context)}
+        ):
             # One encoder pass: the context is the recall query, a model input, and its
             # intent feeds the catalog's context weights.
             intent, context_vector = self._understand(tenant_id, request.context, catalog)
+        with child_span("memcrm.recall", carrier, {"memcrm.top_k": self._memories}):
             recalled = self._reader.recall_embedded(
                 tenant_id,
                 request.customer_id,
