@@ -686,11 +686,15 @@ def run_description(
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m memcrm.models.train_nba", description=__doc__)
+def simulator_training_args(
+    module: str, description: str | None, seed: int, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """The command line of a trainer on the journey simulator (``--data``, ``--out``,
+    ``--seed``, ``--cache-dir``), with the model hub kept offline."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     parser.add_argument("--data", type=Path, default=None, help="path to Tweets.csv")
     parser.add_argument("--out", type=Path, default=default_artifact_dir(), help="artifact dir")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--seed", type=int, default=seed)
     parser.add_argument(
         "--cache-dir",
         type=Path,
@@ -701,6 +705,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = simulator_training_args("memcrm.models.train_nba", __doc__, DEFAULT_SEED, argv)
     started = time.perf_counter()
     cfg, hp, seed, catalog = TrainConfig(), SHIPPED_HYPERPARAMETERS, int(args.seed), BUILTIN_CATALOG
     spec = SHIPPED_ENRICHMENT

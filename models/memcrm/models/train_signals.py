@@ -32,8 +32,6 @@ Reproducibility: torch, numpy and the simulator are seeded, torch runs with
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -46,7 +44,7 @@ import torch
 from memcrm.core.types import EMBEDDING_DIM
 from memcrm.decisions.catalog import catalog_fingerprint
 from memcrm.models import eval_signals
-from memcrm.models.nba import default_artifact_dir, write_artifact
+from memcrm.models.nba import write_artifact
 from memcrm.models.nba_net import EnrichmentSpec, NbaHyperParams, NbaNet
 from memcrm.models.signals import HORIZON_DAYS, SIGNAL_DEFINITIONS, SIGNALS_ARTIFACT
 from memcrm.models.simulator import SIGNAL_DRIVERS, SIGNAL_HALF_LIFE_DAYS, SIGNAL_STREAM
@@ -58,6 +56,7 @@ from memcrm.models.train_nba import (
     run_description,
     set_determinism,
     simulate_and_pack,
+    simulator_training_args,
     train,
 )
 
@@ -162,22 +161,7 @@ def validation_metrics(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m memcrm.models.train_signals", description=__doc__
-    )
-    parser.add_argument("--data", type=Path, default=None, help="path to Tweets.csv")
-    parser.add_argument("--out", type=Path, default=default_artifact_dir(), help="artifact dir")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=None,
-        help="per-tweet enrichment cache (default: $XDG_CACHE_HOME/memcrm/nba-enrichment)",
-    )
-    args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = simulator_training_args("memcrm.models.train_signals", __doc__, DEFAULT_SEED, argv)
     started = time.perf_counter()
     cfg, hp, spec, seed = CONFIG, HYPERPARAMETERS, SHIPPED_ENRICHMENT, int(args.seed)
     set_determinism(seed)
