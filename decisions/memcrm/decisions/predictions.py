@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from memcrm.core.errors import ConfigError
+from memcrm.core.settings import Settings
 from memcrm.core.tenants import TenantConfigs
 from memcrm.core.types import (
     SIGNAL_NAMES,
@@ -43,7 +44,12 @@ from memcrm.explain.shapley import warm_up
 from memcrm.memory.signals import Scores, SignalState
 from memcrm.memory.store import MemoryStore
 from memcrm.models.nba import MemoryFeatures, NbaScorer
-from memcrm.models.signals import DEFAULT_PERMUTATIONS, DEFAULT_SEED, predict_signals
+from memcrm.models.signals import (
+    DEFAULT_PERMUTATIONS,
+    DEFAULT_SEED,
+    load_signal_scorer,
+    predict_signals,
+)
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +179,13 @@ class CustomerPredictions:
         self._store = store
         self.predictor = predictor
         self._limit = memories
+
+    @classmethod
+    def configured(cls, store: MemoryStore, settings: Settings) -> CustomerPredictions:
+        """The shipped (or ``MEMCRM_SIGNALS_MODEL_DIR``'s) signals model over the customer's
+        ``MEMCRM_SIGNALS_MEMORIES`` most recent memories."""
+        predictor = Predictor(load_signal_scorer(settings.signals_model_dir))
+        return cls(store, predictor, memories=settings.signals_memories)
 
     def recent(
         self, tenant_id: str, customer_ids: Sequence[str], as_of: datetime

@@ -32,7 +32,7 @@ from memcrm.core.tracing import child_span
 from memcrm.core.types import DecisionRecord, DecisionRequest
 from memcrm.decisions.gather import CustomerFacts
 from memcrm.decisions.policy import DecisionContext
-from memcrm.decisions.predictions import CustomerPredictions, Predictor
+from memcrm.decisions.predictions import CustomerPredictions
 from memcrm.decisions.recommender import DecisionAudit, Recommender
 from memcrm.decisions.record import decision_record
 from memcrm.decisions.replay import Replay, cannot_replay, compare
@@ -48,7 +48,6 @@ from memcrm.models.encoder import Encoder
 from memcrm.models.enrichment import EnrichmentModel
 from memcrm.models.query_encoder import QueryEncoder
 from memcrm.models.registry import ModelEntry, ModelRegistry
-from memcrm.models.signals import load_signal_scorer
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +76,7 @@ class DecisionService:
         self._reader = MemoryReader(store, encoder)
         self._decisions = DecisionStore(store)
         # Catalog rules may read the customer's predictions (prediction.churn_risk, ...).
-        predictions = CustomerPredictions(
-            store,
-            Predictor(load_signal_scorer(settings.signals_model_dir)),
-            memories=settings.signals_memories,
-        )
+        predictions = CustomerPredictions.configured(store, settings)
         self._facts = CustomerFacts(
             store, Profiles(store, hot), self._decisions, predictions.scores
         )

@@ -26,7 +26,7 @@ from memcrm.core.types import (
     Interaction,
     TraceRef,
 )
-from memcrm.decisions.predictions import CustomerPredictions, Predictor, SignalWatcher, Trigger
+from memcrm.decisions.predictions import CustomerPredictions, SignalWatcher, Trigger
 from memcrm.decisions.replay import Replay
 from memcrm.interpret.pipeline import Analysis, Interpreter
 from memcrm.memory.activations import Activation
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 class IngestionDeployment:
     def __init__(self, settings: Settings, database_url: str, redis_url: str) -> None:
         from memcrm.models.enrichment import EnrichmentModel
-        from memcrm.models.signals import load_signal_scorer
 
         configure_tracing("ingestion")
         tenants = TenantConfigs.load(settings.tenants_dir)
@@ -56,11 +55,7 @@ class IngestionDeployment:
         interpreter = Interpreter(model, tenants)
         self._store = MemoryStore(database_url, max_size=settings.db_pool_max)
         self._ingestor = Ingestor(self._store, HotState(redis_url), interpreter)
-        predictions = CustomerPredictions(
-            self._store,
-            Predictor(load_signal_scorer(settings.signals_model_dir)),
-            memories=settings.signals_memories,
-        )
+        predictions = CustomerPredictions.configured(self._store, settings)
         self._signals = SignalWatcher(
             predictions, SignalState(redis_url, maxlen=settings.signals_stream_maxlen), tenants
         )
