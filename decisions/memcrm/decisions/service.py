@@ -5,7 +5,8 @@ intent when the tenant's catalog weighs actions by intent); recall the customer'
 of the decision's ``as_of``; gather the profile, contact/outcome history, consent and
 attributes (``memcrm.decisions.gather``; in another thread, while the context is embedded);
 score, arbitrate and explain with the tenant's active model version (``memcrm.models.registry``,
-activations in ``memcrm.memory.activations``); and write the full decision record before
+activations in ``memcrm.memory.activations``, read for every decision so that an activation
+reaches every replica at once); and write the full decision record before
 answering. Replays recompute a recorded decision the same way, as of its ``as_of``, with the
 model version that made it.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,7 +86,6 @@ class DecisionService:
         self._activations = Activations(store)
         self._readers = ThreadPoolExecutor(FACT_READERS, thread_name_prefix="memcrm-facts")
         self._recommenders: dict[str, Recommender] = {}
-        self._active: dict[str, tuple[str, float]] = {}  # tenant -> (version, read at)
         self._lock = threading.Lock()
         default = self._recommender_of(self._registry.default.version)
         # Catalog files must be scorable by the default model; an activation checks its own.
@@ -113,7 +113,9 @@ class DecisionService:
         )
         decided_at = datetime.now(UTC)
         view = request.as_of or decided_at
-        audit = self._audit(tenant_id, request, view, carrier, self._serving(tenant_id))
+        # The tenant's active model version is read while the context is embedded.
+        serving = self._readers.submit(self._serving, tenant_id)
+        audit = self._audit(tenant_id, request, view, carrier, serving)
         record = decision_record(request, audit, decided_at, view, trace_id)
         with child_span("memcrm.decision_record", carrier):
             self._decisions.save(tenant_id, record)
@@ -142,7 +144,7 @@ class DecisionService:
         # The original read the profile's hot state when it had no as_of; PostgreSQL rebuilds
         # the same state as of the same moment.
         request = replace(original.request, as_of=original.as_of)
-        audit = self._audit(tenant_id, request, original.as_of, carrier, recommender)
+        audit = self._audit(tenant_id, request, original.as_of, carrier, _done(recommender))
         replayed = replace(
             decision_record(
                 original.request, audit, original.decided_at, original.as_of, original.trace_id
@@ -157,9 +159,10 @@ class DecisionService:
         request: DecisionRequest,
         view: datetime,
         carrier: dict[str, str],
-        recommender: Recommender,
+        recommender: Future[Recommender],
     ) -> DecisionAudit:
-        """Recall, gather what is known about the customer and decide, as of ``view``."""
+        """Recall, gather what is known about the customer and decide, as of ``view``, with
+        ``recommender`` (which may still be being looked up)."""
         catalog = self._catalogs.get(tenant_id)
         # What is known about the customer does not depend on the context: it is read in
         # another thread while the encoder (which releases the GIL) embeds the context.
@@ -200,7 +203,7 @@ class DecisionService:
             },
             links=[r.memory.ingest_trace for r in recalled],
         ):
-            return recommender.decide_audited(
+            return recommender.result().decide_audited(
                 recalled, inputs, request.top_n, context_embedding=context_vector
             )
 
@@ -221,24 +224,16 @@ class DecisionService:
             raise InvalidArgument("version", exc.message) from None
         previous = self._serving(tenant_id).model_version
         activation = self._activations.activate(tenant_id, version, by)
-        with self._lock:
-            self._active[tenant_id] = (version, time.monotonic())
         return activation, previous
 
     def _serving(self, tenant_id: str) -> Recommender:
-        """The recommender of the tenant's active model version (re-read at most every
-        ``ACTIVE_VERSION_TTL_S``: another replica may have activated a new one)."""
-        now = time.monotonic()
-        with self._lock:
-            cached = self._active.get(tenant_id)
-        if cached is None or now - cached[1] > ACTIVE_VERSION_TTL_S:
-            active = self._activations.active(tenant_id)
-            version = self._registry.default.version if active is None else active.version
-            with self._lock:
-                self._active[tenant_id] = (version, now)
-        else:
-            version = cached[0]
-        return self._recommender_of(version)
+        """The recommender of the tenant's active model version, read from PostgreSQL for
+        every decision: an activation committed by any replica serves the next decision on
+        every replica (one indexed read of a small table, in a reader thread)."""
+        active = self._activations.active(tenant_id)
+        return self._recommender_of(
+            self._registry.default.version if active is None else active.version
+        )
 
     def _recommender_of(self, version: str) -> Recommender:
         with self._lock:
@@ -266,10 +261,8 @@ class DecisionService:
         return intent, out.embeddings[0]
 
 
-# How stale a replica's view of a tenant's active model version may get.
-ACTIVE_VERSION_TTL_S = 1.0
-
-# Threads that read customer facts while decisions embed their contexts.
+# Threads that read customer facts and the active model version while decisions embed their
+# contexts.
 FACT_READERS = 8
 
 # A context weight keyed on an intent applies when the current message's top intent is at
@@ -321,3 +314,10 @@ class CatalogWatcher:
                 self.check()
             except Exception:  # a watcher that dies silently would stop reloads for good
                 log.exception("memcrm.catalogs: reload failed")
+
+
+def _done(value: Recommender) -> Future[Recommender]:
+    """``value`` as a future that already has it."""
+    future: Future[Recommender] = Future()
+    future.set_result(value)
+    return future
