@@ -109,6 +109,9 @@ def service(
         catalog_reload_s=0.5,
         model_registry_dir=model_registry_dir,
         signals_stream_max_s=SIGNALS_STREAM_MAX_S,
+        # More than one gateway replica, as served by default: what one replica changes
+        # (model activations, catalogs, signal streams) must hold on the others.
+        gateway_replicas=2,
     )
     migrate(stores.database_url)
     runtime = ServeRuntime(settings, stores.database_url, stores.redis_url)

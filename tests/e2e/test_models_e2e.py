@@ -85,6 +85,10 @@ def test_activating_a_version_switches_the_tenant_without_a_restart(
     assert (switched.version, switched.previous_version) == (registered, default.version)
     after = recommend.NextBestAction(ask, metadata=auth(KEY_DEMO))
     assert after.model_version == registered
+    # The service runs several gateway replicas (the fixture's default): the activation made
+    # through one serves the very next decisions on every one of them.
+    following = [recommend.NextBestAction(ask, metadata=auth(KEY_DEMO)) for _ in range(6)]
+    assert {r.model_version for r in following} == {registered}
     assert [a.propensity for a in after.actions] != [a.propensity for a in before.actions]
     other = recommend.NextBestAction(
         recommendation_pb2.NextBestActionRequest(customer_id=customer, context="any news?"),

@@ -56,14 +56,14 @@ class Settings(BaseSettings):
     catalog_reload_s: float = Field(default=10.0, ge=0.0, le=86_400.0)
 
     # Ray Serve: CPU fraction and replica count of each deployment (fits a 2-core machine).
-    # The gateway is the gRPC ingress and serves MemoryService reads itself (no extra hop on
-    # the latency-critical recall path); ingestion and recommendation are deployments of their own.
+    # The gateway is the gRPC ingress and serves every RPC but ingestion itself, decisions
+    # included (no deployment hop on the latency-critical paths); most of a decision is Python
+    # under one GIL, so one process runs at about one core and two replicas use two cores
+    # (memcrm.services.recommendations has the figures). Ingestion is a deployment of its own.
     gateway_num_cpus: CpuFraction = 0.4
     ingestion_num_cpus: CpuFraction = 0.5
-    recommendation_num_cpus: CpuFraction = 0.5
-    gateway_replicas: int = Field(default=1, ge=1, le=64)
+    gateway_replicas: int = Field(default=2, ge=1, le=64)
     ingestion_replicas: int = Field(default=1, ge=1, le=64)
-    recommendation_replicas: int = Field(default=1, ge=1, le=64)
     # Encoder passes an ingestion replica runs at once, each on one torch thread. Parallel
     # passes keep going when another process takes a core; one pass over several intra-op
     # threads stalls at every barrier (scripts/bench_ingest_throughput.py measures it).

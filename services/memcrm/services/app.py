@@ -1,5 +1,6 @@
-"""The memcrm Ray Serve application: a gateway ingress (which also serves memory reads) and
-two independently scaled backends, ingestion and recommendation."""
+"""The memcrm Ray Serve application: a gateway ingress that serves every RPC but ingestion
+itself (decisions, memory reads, audit, models, signals), scaled by its replica count, and an
+ingestion deployment behind it, scaled on its own."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from ray import serve
 from ray.serve import Application
 
 from memcrm.core.settings import Settings
-from memcrm.services.backends import IngestionDeployment, RecommendationDeployment
+from memcrm.services.backends import IngestionDeployment
 from memcrm.services.gateway import Gateway
 
 APP_NAME = "memcrm"
@@ -26,11 +27,11 @@ SERVICER_FUNCTIONS = [
 ]
 
 
-# The replicas on the NextBestAction path (gateway, recommendation) run their async methods
-# and their handles' routers on the replica's own event loop, not on extra threads and loops
-# (Ray Serve's defaults): every request then crosses no thread boundary inside a replica.
-# Their blocking work still runs in worker threads. Measured on this project's (shared, noisy)
-# machine at 8 clients: 60.4 -> 54.2 ms of CPU per decision across the service's processes.
+# The gateway runs its async methods and its handles' routers on the replica's own event loop,
+# not on extra threads and loops (Ray Serve's defaults): a request then crosses no thread
+# boundary inside the replica. Its blocking work still runs in worker threads. Measured on this
+# project's (shared, noisy) machine at 8 clients, when decisions still ran in a deployment
+# behind the gateway that did the same: 60.4 -> 54.2 ms of CPU per decision across processes.
 SAME_LOOP = {
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
@@ -63,13 +64,6 @@ def build_app(settings: Settings, database_url: str, redis_url: str) -> Applicat
     ingestion = _deployment(
         IngestionDeployment, "ingestion", s.ingestion_num_cpus, s.ingestion_replicas
     ).bind(*stores)
-    recommendation = _deployment(
-        RecommendationDeployment,
-        "recommendation",
-        s.recommendation_num_cpus,
-        s.recommendation_replicas,
-        SAME_LOOP,
-    ).bind(*stores)
     gateway = _deployment(Gateway, "gateway", s.gateway_num_cpus, s.gateway_replicas, SAME_LOOP)
-    app: Application = gateway.bind(*stores, ingestion, recommendation)
+    app: Application = gateway.bind(*stores, ingestion)
     return app

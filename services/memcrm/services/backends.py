@@ -1,8 +1,10 @@
-"""The domain deployments behind the gateway: ingestion and recommendation.
+"""The domain deployment behind the gateway: ingestion.
 
-Plain classes, made Ray Serve deployments in ``memcrm.services.app``. Each holds a domain
-service; they receive and return domain types (pickled by Ray), never protobuf, and continue
-the caller's trace from a W3C carrier.
+A plain class, made a Ray Serve deployment in ``memcrm.services.app``. It holds the domain
+ingestion service, receives and returns domain types (pickled by Ray), never protobuf, and
+continues the caller's trace from a W3C carrier. Ingestion has a deployment of its own because
+its work differs from everything else the gateway does: batches of texts through the encoder
+(batched across requests, ``serve.batch``), on CPUs sized apart from the latency-bound RPCs.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from ray import serve
 
@@ -20,23 +21,16 @@ from memcrm.core.settings import Settings
 from memcrm.core.tenants import TenantConfigs
 from memcrm.core.tracing import child_span, configure_tracing, set_attributes
 from memcrm.core.types import (
-    DecisionRecord,
-    DecisionRequest,
     IngestOutcome,
     Interaction,
     TraceRef,
 )
 from memcrm.decisions.predictions import CustomerPredictions, SignalWatcher, Trigger
-from memcrm.decisions.replay import Replay
 from memcrm.interpret.pipeline import Analysis, Interpreter
-from memcrm.memory.activations import Activation
 from memcrm.memory.hot import HotState
 from memcrm.memory.ingest import Ingestor
 from memcrm.memory.signals import SignalState
 from memcrm.memory.store import MemoryStore
-
-if TYPE_CHECKING:
-    from memcrm.models.registry import ModelEntry
 
 log = logging.getLogger(__name__)
 
@@ -129,63 +123,3 @@ def signal_triggers(
         customer: Trigger(outcome.memory_id, item.interaction_id, trace)
         for customer, (item, outcome) in newest.items()
     }
-
-
-# Decisions one recommendation replica runs at once (see RecommendationDeployment).
-DECISION_THREADS = 2
-GIL_SWITCH_INTERVAL_S = 0.001
-
-
-class RecommendationDeployment:
-    """Decisions, their replays and model activations (``memcrm.decisions.service``).
-
-    The methods are async and run the (blocking) domain calls on long-lived worker threads.
-    A sync method would run on a worker thread that Ray Serve (through anyio) starts for the
-    request and stops when the request ends: a new thread per decision costs ~4 ms of kernel
-    CPU (page faults of its fresh stack and allocator arena), measured on this project's
-    machine. Decisions get ``DECISION_THREADS`` threads of their own: in one process,
-    concurrent decisions contend for the GIL and the caches (CPU per decision measured at
-    23.4 ms one at a time, 24.6 ms two at a time, 26.5 ms four, 27-34 ms eight), and two
-    already keep the CPU busy while one waits on PostgreSQL; further requests queue here.
-    """
-
-    def __init__(self, settings: Settings, database_url: str, redis_url: str) -> None:
-        import sys
-        from concurrent.futures import ThreadPoolExecutor
-
-        from memcrm.decisions.service import DecisionService
-        from memcrm.models.encoder import Encoder
-        from memcrm.models.query_encoder import QueryEncoder
-
-        configure_tracing("recommendation")
-        # A decision encodes one short message: one thread (see Encoder).
-        encoder = Encoder(threads=1)
-        store = MemoryStore(database_url, max_size=settings.db_pool_max)
-        query_encoder = QueryEncoder(encoder, precision=settings.query_encoder_precision)
-        self._service = DecisionService(
-            settings, store, HotState(redis_url), encoder, query_encoder
-        )
-        self._deciders = ThreadPoolExecutor(DECISION_THREADS, thread_name_prefix="memcrm-decide")
-        # A thread waiting for the GIL (a decision back from a torch op that released it) asks
-        # for it after 1 ms instead of Python's 5: measured 24.5 -> 23.5 ms CPU per decision
-        # and 4% more decisions/s with two deciding threads.
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-
-    async def decide(
-        self, tenant_id: str, request: DecisionRequest, trace_id: str, carrier: dict[str, str]
-    ) -> DecisionRecord:
-        """Decide, write the full decision record, and only then answer with it."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._deciders, self._service.decide, tenant_id, request, trace_id, carrier
-        )
-
-    async def replay(
-        self, tenant_id: str, recommendation_id: str, carrier: dict[str, str]
-    ) -> Replay:
-        return await asyncio.to_thread(self._service.replay, tenant_id, recommendation_id, carrier)
-
-    async def models(self, tenant_id: str) -> tuple[list[ModelEntry], str]:
-        return await asyncio.to_thread(self._service.models, tenant_id)
-
-    async def activate(self, tenant_id: str, version: str, by: str) -> tuple[Activation, str]:
-        return await asyncio.to_thread(self._service.activate, tenant_id, version, by)

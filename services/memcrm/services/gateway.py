@@ -1,10 +1,11 @@
 """The gRPC ingress: authenticate, open the server span, translate, delegate, map errors.
 
 Ray Serve's gRPC proxy routes every RPC of API v1 here by method name (RPC names are unique
-across services). Ingestion and recommendation run in deployments of their own; MemoryService
-reads (recall, timeline, profile, search) run here, in a worker thread, on the domain
-``MemoryReader`` and ``Profiles``: recall is the latency-critical path and a deployment hop
-costs about 3.5 ms on it.
+across services). Ingestion runs in a deployment of its own. Everything else runs here, in
+worker threads, on the domain services: decisions, replays and model activations
+(``memcrm.services.recommendations``), MemoryService reads (``MemoryReader``, ``Profiles``),
+audit reads and outcomes. Recall and decisions are the latency-critical paths; a deployment
+hop costs about 3.5 ms on them, and the service scales by gateway replicas.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from memcrm.memory.recall import MemoryReader
 from memcrm.memory.signals import SignalFeed
 from memcrm.memory.store import MemoryStore
 from memcrm.services import convert
+from memcrm.services.recommendations import Recommendations
 from memcrm.services.status import to_status
 from memcrm.v1 import (
     audit_pb2,
@@ -85,28 +87,22 @@ class Gateway:
         database_url: str,
         redis_url: str,
         ingestion: DeploymentHandle[Any],
-        recommendation: DeploymentHandle[Any],
     ) -> None:
+        from memcrm.models.encoder import Encoder
         from memcrm.models.query_encoder import QueryEncoder
 
         configure_tracing("gateway")
         self._keys = KeyRing.configured(settings.api_keys_file, settings.api_keys)
         self._ingestion = ingestion
-        self._recommendation = recommendation
-        # Decisions go over Serve's direct gRPC channel between replicas instead of a Ray actor
-        # call, arguments and record pickled by the standard pickle (cloudpickle is for code; a
-        # record is plain data). Measured, interleaved at 8 clients: 2.4 ms less CPU in the
-        # gateway and 4.8 ms less in the recommendation replica per decision.
-        self._decide = recommendation.options(
-            method_name="decide",
-            _by_reference=False,
-            request_serialization="pickle",
-            response_serialization="pickle",
+        # Recall and decisions encode one short text at a time: one torch thread (see Encoder),
+        # the query encoder's fast path; one copy of the model for both.
+        encoder = Encoder(threads=1)
+        query_encoder = QueryEncoder(encoder, precision=settings.query_encoder_precision)
+        self._recommendations = Recommendations(
+            settings, database_url, redis_url, encoder, query_encoder
         )
         store = MemoryStore(database_url, max_size=settings.db_pool_max)
-        # Recall encodes one short query at a time: one thread, the query encoder's fast path.
-        encoder = QueryEncoder(precision=settings.query_encoder_precision)
-        self._reader = MemoryReader(store, encoder)
+        self._reader = MemoryReader(store, query_encoder)
         self._profiles = Profiles(store, HotState(redis_url))
         self._decisions = DecisionStore(store)
         # Profiles carry explained predictions; WatchSignals streams their crossings.
@@ -329,7 +325,7 @@ class Gateway:
             as_of = convert.as_of(request)
             set_attributes(span, {"memcrm.customer_id": request.customer_id})
             wanted = DecisionRequest(request.customer_id, request.context, channel, top_n, as_of)
-            record: DecisionRecord = await self._decide.remote(
+            record: DecisionRecord = await self._recommendations.decide(
                 p.tenant_id, wanted, trace_ref(span).trace_id, current_carrier()
             )
             cited = {
@@ -439,7 +435,7 @@ class Gateway:
         async def work(p: Principal, span: Span) -> audit_pb2.ReplayRecommendationResponse:
             check_id("recommendation_id", request.recommendation_id)
             set_attributes(span, {"memcrm.recommendation_id": request.recommendation_id})
-            replay: Replay = await self._recommendation.replay.remote(
+            replay: Replay = await self._recommendations.replay(
                 p.tenant_id, request.recommendation_id, current_carrier()
             )
             set_attributes(span, {"memcrm.replay.identical": replay.identical})
@@ -461,7 +457,7 @@ class Gateway:
         self, request: models_pb2.ListModelsRequest, grpc_context: RayServegRPCContext
     ) -> models_pb2.ListModelsResponse:
         async def work(p: Principal, span: Span) -> models_pb2.ListModelsResponse:
-            entries, active = await self._recommendation.models.remote(p.tenant_id)
+            entries, active = await self._recommendations.models(p.tenant_id)
             return models_pb2.ListModelsResponse(
                 models=[convert.model_version_msg(e) for e in entries],
                 active_version=active,
@@ -481,7 +477,7 @@ class Gateway:
     ) -> models_pb2.ActivateModelResponse:
         async def work(p: Principal, span: Span) -> models_pb2.ActivateModelResponse:
             check_text("version", request.version)
-            activation, previous = await self._recommendation.activate.remote(
+            activation, previous = await self._recommendations.activate(
                 p.tenant_id, request.version, p.key_id
             )
             set_attributes(
