@@ -8,10 +8,13 @@ from typing import Any
 
 from ray import serve
 from ray.serve import Application
+from ray.serve.config import RequestRouterConfig
 
 from memcrm.core.settings import Settings
 from memcrm.services.backends import IngestionDeployment
 from memcrm.services.gateway import Gateway
+from memcrm.services.recommendations import DECISION_THREADS
+from memcrm.services.routing import FillFirstRouter
 
 APP_NAME = "memcrm"
 
@@ -38,23 +41,36 @@ SAME_LOOP = {
 }
 
 
+# The proxy keeps light load on one warm gateway replica and spills to the next when it runs
+# as many calls as it decides at once (memcrm.services.routing).
+# (Ray 2.60 annotates RequestRouterConfig.__init__'s keyword arguments as dicts, whatever
+# the field's type: hence the ignore.)
+FILL_FIRST = RequestRouterConfig(
+    request_router_class=f"{FillFirstRouter.__module__}:{FillFirstRouter.__qualname__}",  # type: ignore[arg-type]
+    request_router_kwargs={"spill_at": DECISION_THREADS},
+)
+
+
 def _deployment(
     cls: type[Any],
     name: str,
     num_cpus: float,
     replicas: int,
     env: dict[str, str] | None = None,
+    router: RequestRouterConfig | None = None,
 ) -> Any:
     options: dict[str, Any] = {"num_cpus": num_cpus}
     if env:
         # Merged into the job's runtime environment (its env_vars and set-up hook stay).
         options["runtime_env"] = {"env_vars": dict(env)}
+    extra: dict[str, Any] = {} if router is None else {"request_router_config": router}
     return serve.deployment(
         cls,
         name=name,
         ray_actor_options=options,
         num_replicas=replicas,
         max_ongoing_requests=32,
+        **extra,
     )
 
 
@@ -64,6 +80,8 @@ def build_app(settings: Settings, database_url: str, redis_url: str) -> Applicat
     ingestion = _deployment(
         IngestionDeployment, "ingestion", s.ingestion_num_cpus, s.ingestion_replicas
     ).bind(*stores)
-    gateway = _deployment(Gateway, "gateway", s.gateway_num_cpus, s.gateway_replicas, SAME_LOOP)
+    gateway = _deployment(
+        Gateway, "gateway", s.gateway_num_cpus, s.gateway_replicas, SAME_LOOP, FILL_FIRST
+    )
     app: Application = gateway.bind(*stores, ingestion)
     return app
