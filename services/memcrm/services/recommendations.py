@@ -9,7 +9,8 @@ interleaved runs: 32.8 and 33.3 decisions/s with a recommendation deployment beh
 43.3 and 42.7 with decisions in each of two gateway replicas (about 40 with three). The p50 at
 one client did not move (38.5 and 37.6 ms before, 36.9 and 39.3 after): the hop is gone, but
 the proxy spreading calls over two replicas made the Echo baseline itself slower (3.9-4.2 ->
-4.6-4.8 ms).
+4.6-4.8 ms) and each decision's stages too; ``memcrm.services.routing`` now keeps light load
+on one replica (37.0 and 33.3 ms).
 
 The methods are async and run the blocking domain calls on long-lived worker threads. A sync
 method would run on a worker thread that Ray Serve (through anyio) starts for the request and
