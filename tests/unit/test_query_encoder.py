@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from memcrm.models.encoder import Encoder
@@ -64,6 +65,23 @@ def test_one_text_takes_the_lean_forward_with_bit_identical_vectors(encoder: Enc
         assert np.array_equal(lean, stack)
         # Padded together, several texts get the same vectors up to the arithmetic's rounding.
         np.testing.assert_allclose(query.encode(texts[:3]), stack[:3], atol=2e-2)
+
+
+def test_bfloat16_lean_forward_packs_its_matrices_bit_identically(encoder: Encoder) -> None:
+    # Where the CPU computes bfloat16, the lean forward prepacks its matrices for oneDNN; the
+    # vectors stay the module stack's, bit for bit, on texts of 1 to 256 tokens.
+    query = QueryEncoder(encoder, precision="bfloat16")
+    assert query._lean is not None
+    if not native_bfloat16():
+        pytest.skip("this CPU emulates bfloat16: nothing is packed for it")
+    assert query._lean.packed
+    texts = [*QUERIES, *MEMORIES, "x " * 400, "ok"]
+    lean = np.stack([query.encode([t])[0] for t in texts])
+    query._lean = None
+    assert np.array_equal(lean, np.stack([query.encode([t])[0] for t in texts]))
+    # Float32 products round differently when packed: float32 keeps plain ``linear``.
+    float32 = QueryEncoder(encoder, precision="float32")
+    assert float32._lean is not None and not float32._lean.packed
 
 
 def test_tokenize_gives_sentence_transformers_inputs(encoder: Encoder) -> None:

@@ -18,6 +18,13 @@ well: :class:`_LeanBert` runs the same BERT layers as plain functional calls on 
 padding). It gives bit-identical hidden states -- checked on a probe text when the encoder is
 built, else the module stack is used -- for about 20% less CPU (airline tweets, ~30 tokens,
 bfloat16: 9.7 -> 7.5 ms). Several texts go through the module stack (padding needs the mask).
+
+In bfloat16 the lean forward also keeps its matrices prepacked in oneDNN's blocked layout (what
+``torch.compile`` does to frozen linear weights on CPU), so the matrix products, 80% of the
+forward, do not reorder the weights on every call: 7.5 -> 5.9 ms per airline tweet on this
+project's machine, with hidden states still bit-identical to the module stack's (402 of 402
+airline tweets, 1 to 256 tokens, checked with the probe as above). Packed float32 products round
+differently, so float32 keeps plain ``linear``.
 """
 
 from __future__ import annotations
@@ -86,16 +93,46 @@ class QueryEncoder:
 _PROBE = "My suitcase never arrived in Boston (flight 1234) and nobody answers, again!"
 
 
+class _Linear:
+    """``F.linear`` with fixed weights, optionally prepacked for oneDNN (see the module)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, *, packed: bool) -> None:
+        self.packed = packed
+        self._bias = bias
+        if packed:
+            # The second argument is a hint of the rows per call (a text's tokens).
+            self._weight = torch.ops.mkldnn._reorder_linear_weight(weight, _PACK_ROWS)
+            self._call = self._packed
+        else:
+            self._weight = weight
+            self._call = self._plain
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._call(x)
+
+    def _plain(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self._weight, self._bias)
+
+    def _packed(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
+            x, self._weight, self._bias, "none", [], ""
+        )
+        return out
+
+
+# Rows per call the packed layout is chosen for: about an airline tweet's tokens.
+_PACK_ROWS = 32
+
+
 class _Layer(NamedTuple):
     """One BERT layer's weights as the lean forward uses them (query, key, value stacked)."""
 
-    qkv_weight: torch.Tensor
-    qkv_bias: torch.Tensor
+    qkv: _Linear
     scale: float
-    out: tuple[torch.Tensor, torch.Tensor]
+    out: _Linear
     out_norm: tuple[torch.Tensor, torch.Tensor]
-    inner: tuple[torch.Tensor, torch.Tensor]
-    ffn_out: tuple[torch.Tensor, torch.Tensor]
+    inner: _Linear
+    ffn_out: _Linear
     ffn_norm: tuple[torch.Tensor, torch.Tensor]
 
 
@@ -108,7 +145,8 @@ class _LeanBert:
     states are bit-identical; :meth:`verified` builds it only when they are on a probe.
     """
 
-    def __init__(self, bert: Any) -> None:
+    def __init__(self, bert: Any, *, packed: bool = False) -> None:
+        """``packed``: prepack the matrices for oneDNN (bfloat16 weights only)."""
         config = bert.config
         if config.hidden_act != "gelu" or getattr(config, "is_decoder", False):
             raise ValueError("not an encoder-only BERT with exact GELU")
@@ -121,17 +159,25 @@ class _LeanBert:
         self._width = (int(config.hidden_size),)
         self._heads = int(config.num_attention_heads)
         self._head_dim = int(config.hidden_size) // self._heads
+        if packed and self._word.dtype != torch.bfloat16:
+            raise ValueError("only bfloat16 weights are packed")
+
+        def linear(weight: torch.Tensor, bias: torch.Tensor) -> _Linear:
+            return _Linear(weight, bias, packed=packed)
+
         self._layers = [
             _Layer(
-                qkv_weight=torch.cat(
-                    [a.self.query.weight, a.self.key.weight, a.self.value.weight]
-                ).contiguous(),
-                qkv_bias=torch.cat([a.self.query.bias, a.self.key.bias, a.self.value.bias]),
+                qkv=linear(
+                    torch.cat(
+                        [a.self.query.weight, a.self.key.weight, a.self.value.weight]
+                    ).contiguous(),
+                    torch.cat([a.self.query.bias, a.self.key.bias, a.self.value.bias]),
+                ),
                 scale=float(a.self.scaling),
-                out=(a.output.dense.weight, a.output.dense.bias),
+                out=linear(a.output.dense.weight, a.output.dense.bias),
                 out_norm=(a.output.LayerNorm.weight, a.output.LayerNorm.bias),
-                inner=(layer.intermediate.dense.weight, layer.intermediate.dense.bias),
-                ffn_out=(layer.output.dense.weight, layer.output.dense.bias),
+                inner=linear(layer.intermediate.dense.weight, layer.intermediate.dense.bias),
+                ffn_out=linear(layer.output.dense.weight, layer.output.dense.bias),
                 ffn_norm=(layer.output.LayerNorm.weight, layer.output.LayerNorm.bias),
             )
             for layer in bert.encoder.layer
@@ -140,14 +186,23 @@ class _LeanBert:
 
     @classmethod
     def verified(cls, bert: Any, probe: dict[str, torch.Tensor]) -> _LeanBert | None:
-        """The lean forward, or None when it is not bit-identical to ``bert`` on ``probe``."""
-        try:
-            lean = cls(bert)
-            with torch.inference_mode():
-                same = torch.equal(lean(probe["input_ids"]), bert(**probe).last_hidden_state)
-        except (AttributeError, ValueError, RuntimeError, TypeError):
-            return None
-        return lean if same else None
+        """The lean forward -- packed when that is bit-identical to ``bert`` on ``probe``, else
+        plain when that is -- or None."""
+        with torch.inference_mode():
+            want = bert(**probe).last_hidden_state
+        for packed in (True, False):
+            try:
+                lean = cls(bert, packed=packed)
+                with torch.inference_mode():
+                    if torch.equal(lean(probe["input_ids"]), want):
+                        return lean
+            except (AttributeError, ValueError, RuntimeError, TypeError):
+                continue
+        return None
+
+    @property
+    def packed(self) -> bool:
+        return self._layers[0].qkv.packed
 
     def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(1, n) token ids -> (1, n, hidden) last hidden states."""
@@ -156,11 +211,11 @@ class _LeanBert:
         x = F.embedding(input_ids, self._word) + self._token_type
         x = F.layer_norm(x + self._position[:n], width, *self._norm, eps)
         for layer in self._layers:
-            qkv = F.linear(x, layer.qkv_weight, layer.qkv_bias)
+            qkv = layer.qkv(x)
             q, k, v = qkv.view(1, n, 3, heads, dim).permute(2, 0, 3, 1, 4)
             attended = F.scaled_dot_product_attention(q, k, v, scale=layer.scale)
-            attended = F.linear(attended.transpose(1, 2).reshape(1, n, -1), *layer.out)
+            attended = layer.out(attended.transpose(1, 2).reshape(1, n, -1))
             x = F.layer_norm(attended + x, width, *layer.out_norm, eps)
-            inner = F.gelu(F.linear(x, *layer.inner))
-            x = F.layer_norm(F.linear(inner, *layer.ffn_out) + x, width, *layer.ffn_norm, eps)
+            inner = F.gelu(layer.inner(x))
+            x = F.layer_norm(layer.ffn_out(inner) + x, width, *layer.ffn_norm, eps)
         return x
