@@ -68,12 +68,14 @@ def test_one_text_takes_the_lean_forward_with_bit_identical_vectors(encoder: Enc
 
 
 def test_bfloat16_lean_forward_packs_its_matrices_bit_identically(encoder: Encoder) -> None:
-    # Where the CPU computes bfloat16, the lean forward prepacks its matrices for oneDNN; the
-    # vectors stay the module stack's, bit for bit, on texts of 1 to 256 tokens.
+    # Where the CPU computes bfloat16, the lean forward prepacks its matrices for oneDNN and
+    # runs as TorchScript; the vectors stay the module stack's, bit for bit, on texts of 1 to
+    # 256 tokens.
     query = QueryEncoder(encoder, precision="bfloat16")
     assert query._lean is not None
     if not native_bfloat16():
         pytest.skip("this CPU emulates bfloat16: nothing is packed for it")
+    assert isinstance(query._lean, torch.jit.ScriptModule)
     assert query._lean.packed
     texts = [*QUERIES, *MEMORIES, "x " * 400, "ok"]
     lean = np.stack([query.encode([t])[0] for t in texts])
@@ -84,19 +86,25 @@ def test_bfloat16_lean_forward_packs_its_matrices_bit_identically(encoder: Encod
     assert float32._lean is not None and not float32._lean.packed
 
 
-def test_tokenize_gives_sentence_transformers_inputs(encoder: Encoder) -> None:
-    """``tokenize`` calls the tokenizer as ``SentenceTransformer.preprocess`` does: same ids,
-    masks and truncation, for one text or several of different lengths."""
+def test_a_forward_that_is_not_bit_identical_is_not_used(encoder: Encoder) -> None:
     from memcrm.models.enrichment import tokenize
+    from memcrm.models.lean_bert import lean_forward
 
-    st = encoder.model
-    long_text = " ".join(["refund", "São Paulo", "🙂", "#delayed", "@united"] * 80)
-    for texts in ([QUERIES[0]], QUERIES, [*MEMORIES, long_text], [long_text], ["  x  "]):
-        got = tokenize(st, texts)
-        want = st.preprocess(inputs=list(texts))
-        assert set(got) == {
-            k for k in ("input_ids", "attention_mask", "token_type_ids") if k in want
-        }
-        for key, value in got.items():
-            assert torch.equal(value, want[key]), key
-    assert tokenize(st, [long_text])["input_ids"].shape[1] == st.max_seq_length
+    bert = QueryEncoder(encoder, precision="float32")._bert
+    probe = tokenize(encoder.model, ["a probe text"])
+    assert lean_forward(bert, [probe]) is not None
+    # A probe whose wanted hidden states no forward can give: every candidate is refused.
+    probe_ids = probe["input_ids"]
+
+    class Shifted:
+        config = bert.config
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(bert, name)
+
+        def __call__(self, **inputs: torch.Tensor) -> object:
+            out = bert(**inputs)
+            out.last_hidden_state = out.last_hidden_state + 1e-3
+            return out
+
+    assert lean_forward(Shifted(), [{"input_ids": probe_ids, **probe}]) is None
