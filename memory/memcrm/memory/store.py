@@ -106,10 +106,14 @@ class MemoryStore:
     ) -> None:
         self.weights = weights or RecallWeights()
         self.near_duplicate_threshold = near_duplicate_threshold
+        # Autocommit: a read is one round trip, not BEGIN, the query and COMMIT (the pool
+        # commits what a block leaves open); statements that must land together run inside
+        # ``conn.transaction()``, and a single statement is atomic on its own.
         self._pool = ConnectionPool(
             database_url,
             min_size=1,
             max_size=max_size,
+            kwargs={"autocommit": True},
             configure=_configure,
             open=False,
             name="memcrm",
@@ -586,7 +590,6 @@ class MemoryStore:
 def _configure(conn: psycopg.Connection[Any]) -> None:
     register_vector(conn)
     conn.row_factory = dict_row
-    conn.commit()
 
 
 def enrichment_to_json(e: Enrichment) -> dict[str, Any]:
