@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from memcrm.core.errors import InvalidArgument, NotFound
 from memcrm.core.types import (
@@ -21,7 +25,7 @@ from memcrm.core.types import (
     RecommendedAction,
     TraceRef,
 )
-from memcrm.memory.decisions import DecisionStore
+from memcrm.memory.decisions import DecisionStore, explanation_to_json, record_to_json
 from memcrm.memory.embedded import EmbeddedStores
 from memcrm.memory.migrate import migrate
 from memcrm.memory.store import MemoryStore
@@ -148,3 +152,80 @@ def test_records_page_newest_first_within_bounds(decisions: DecisionStore) -> No
             tenant, "carol", since=None, until=None, page_size=2, page_token=first.next_page_token
         )
     assert err.value.field == "page_token"
+
+
+def two_actions(customer: str) -> DecisionRecord:
+    """A record whose two returned actions cite the same two memories, in different orders."""
+    base = record(customer, T0)
+    first = base.actions[0]
+    other = MemoryAttribution(
+        str(uuid.uuid4()), "i-2", -0.05, TraceRef("e" * 32, "f" * 16), "thanks!", T0
+    )
+    mine = first.explanation.memories[0]
+    upgrade = replace(
+        first,
+        action_id="upgrade",
+        rank=2,
+        explanation=replace(
+            first.explanation,
+            memories=[replace(other, shap_value=0.3), replace(mine, shap_value=-0.1)],
+        ),
+    )
+    bag = replace(first, explanation=replace(first.explanation, memories=[mine, other]))
+    return replace(base, actions=(bag, upgrade))
+
+
+def test_a_record_cites_each_memory_once(decisions: DecisionStore, stores: EmbeddedStores) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    saved = two_actions("dave")
+    decisions.save(tenant, saved)
+    assert decisions.get(tenant, saved.recommendation_id) == saved
+
+    stored = json_record(stores, tenant, saved.recommendation_id)
+    assert stored["schema"] == 2
+    assert sorted(c["memory_id"] for c in stored["cited"]) == sorted(saved.cited_memory_ids)
+    for action, kept in zip(saved.actions, stored["actions"], strict=True):
+        assert kept["explanation"]["memories"] == [
+            [m.memory_id, m.shap_value] for m in action.explanation.memories
+        ]
+
+
+def test_a_schema_1_record_still_reads(decisions: DecisionStore, stores: EmbeddedStores) -> None:
+    # Records written before schema 2 repeated every citation in every action's explanation.
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    saved = two_actions("erin")
+    old = record_to_json(saved)
+    old["schema"] = 1
+    del old["cited"]
+    for action, original in zip(old["actions"], saved.actions, strict=True):
+        action["explanation"] = explanation_to_json(original.explanation)
+    with psycopg.connect(stores.database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO decisions (tenant_id, recommendation_id, customer_id, decided_at,"
+            " as_of, model_version, model_sha256, trace_id, cited_memory_ids, record)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                tenant,
+                uuid.UUID(saved.recommendation_id),
+                "erin",
+                saved.decided_at,
+                saved.as_of,
+                saved.model_version,
+                saved.model_sha256,
+                saved.trace_id,
+                [uuid.UUID(m) for m in saved.cited_memory_ids],
+                Jsonb(old),
+            ),
+        )
+    assert decisions.get(tenant, saved.recommendation_id) == saved
+
+
+def json_record(stores: EmbeddedStores, tenant: str, recommendation_id: str) -> dict[str, Any]:
+    with psycopg.connect(stores.database_url) as conn:
+        row = conn.execute(
+            "SELECT record FROM decisions WHERE tenant_id = %s AND recommendation_id = %s",
+            (tenant, uuid.UUID(recommendation_id)),
+        ).fetchone()
+    assert row is not None
+    stored: dict[str, Any] = row[0]
+    return stored

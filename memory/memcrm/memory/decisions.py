@@ -33,7 +33,11 @@ from memcrm.core.validation import check_id
 from memcrm.memory.paging import PagePosition, decode_token, encode_token
 from memcrm.memory.store import MemoryStore
 
-RECORD_SCHEMA = 1
+# Schema 2 cites each memory once, under "cited" (its interaction, ingestion trace, snippet and
+# time), and each action's explanation keeps only [memory_id, shap_value] pairs, in order. Schema 1
+# repeated every citation in every returned action: a decision over 32 memories with 3 actions
+# stored ~42 KB of JSON, half of it copies. Both are read.
+RECORD_SCHEMA = 2
 
 
 class DecisionStore:
@@ -225,6 +229,10 @@ def _recommendation_id(value: str) -> uuid.UUID:
 
 def record_to_json(r: DecisionRecord) -> dict[str, Any]:
     req = r.request
+    cited: dict[str, MemoryAttribution] = {}
+    for action in r.actions:
+        for m in action.explanation.memories:
+            cited.setdefault(m.memory_id, m)
     return {
         "schema": RECORD_SCHEMA,
         "recommendation_id": r.recommendation_id,
@@ -237,6 +245,17 @@ def record_to_json(r: DecisionRecord) -> dict[str, Any]:
         },
         "decided_at": r.decided_at.isoformat(),
         "as_of": r.as_of.isoformat(),
+        "cited": [
+            {
+                "memory_id": m.memory_id,
+                "interaction_id": m.interaction_id,
+                "trace_id": m.ingest_trace.trace_id,
+                "span_id": m.ingest_trace.span_id,
+                "snippet": m.snippet,
+                "occurred_at": m.occurred_at.isoformat(),
+            }
+            for m in cited.values()
+        ],
         "actions": [_action_to_json(a) for a in r.actions],
         "considered": [
             {
@@ -265,6 +284,16 @@ def record_to_json(r: DecisionRecord) -> dict[str, Any]:
 
 def record_from_json(d: dict[str, Any]) -> DecisionRecord:
     req = d["request"]
+    if int(d.get("schema", 1)) == 1:
+        actions = tuple(
+            _action_from_json(a, explanation_from_json(a["explanation"])) for a in d["actions"]
+        )
+    else:
+        cited = {c["memory_id"]: c for c in d["cited"]}
+        actions = tuple(
+            _action_from_json(a, _explanation_from_record(a["explanation"], cited))
+            for a in d["actions"]
+        )
     return DecisionRecord(
         recommendation_id=d["recommendation_id"],
         request=DecisionRequest(
@@ -276,7 +305,7 @@ def record_from_json(d: dict[str, Any]) -> DecisionRecord:
         ),
         decided_at=datetime.fromisoformat(d["decided_at"]),
         as_of=datetime.fromisoformat(d["as_of"]),
-        actions=tuple(_action_from_json(a) for a in d["actions"]),
+        actions=actions,
         considered=tuple(ConsideredAction(**c) for c in d["considered"]),
         model_version=d["model_version"],
         model_sha256=d["model_sha256"],
@@ -293,13 +322,17 @@ def _action_to_json(a: RecommendedAction) -> dict[str, Any]:
         "score": a.score,
         "propensity": a.propensity,
         "value": a.value,
-        "explanation": explanation_to_json(a.explanation),
+        "explanation": {
+            **explanation_to_json(a.explanation, memories=False),
+            "memories": [[m.memory_id, m.shap_value] for m in a.explanation.memories],
+        },
     }
 
 
-def explanation_to_json(e: Explanation) -> dict[str, Any]:
-    """An explanation as stored in decision records and signal events."""
-    return {
+def explanation_to_json(e: Explanation, *, memories: bool = True) -> dict[str, Any]:
+    """An explanation as signal events (and schema-1 decision records) store it; without
+    ``memories``, all but its memory attributions."""
+    out: dict[str, Any] = {
         "explainer": e.explainer,
         "base_value": e.base_value,
         "output_value": e.output_value,
@@ -308,7 +341,9 @@ def explanation_to_json(e: Explanation) -> dict[str, Any]:
         "features": [
             {"feature": f.feature, "value": f.value, "shap_value": f.shap_value} for f in e.features
         ],
-        "memories": [
+    }
+    if memories:
+        out["memories"] = [
             {
                 "memory_id": m.memory_id,
                 "interaction_id": m.interaction_id,
@@ -319,11 +354,11 @@ def explanation_to_json(e: Explanation) -> dict[str, Any]:
                 "occurred_at": m.occurred_at.isoformat(),
             }
             for m in e.memories
-        ],
-    }
+        ]
+    return out
 
 
-def _action_from_json(a: dict[str, Any]) -> RecommendedAction:
+def _action_from_json(a: dict[str, Any], explanation: Explanation) -> RecommendedAction:
     return RecommendedAction(
         action_id=a["action_id"],
         title=a["title"],
@@ -331,27 +366,37 @@ def _action_from_json(a: dict[str, Any]) -> RecommendedAction:
         score=float(a["score"]),
         propensity=float(a["propensity"]),
         value=float(a["value"]),
-        explanation=explanation_from_json(a["explanation"]),
+        explanation=explanation,
     )
 
 
 def explanation_from_json(e: dict[str, Any]) -> Explanation:
+    return _explanation(e, [_attribution(m, float(m["shap_value"])) for m in e["memories"]])
+
+
+def _explanation_from_record(e: dict[str, Any], cited: dict[str, dict[str, Any]]) -> Explanation:
+    """A schema-2 record's explanation: its [memory_id, shap_value] pairs, cited in ``cited``."""
+    return _explanation(e, [_attribution(cited[m], float(value)) for m, value in e["memories"]])
+
+
+def _explanation(e: dict[str, Any], memories: list[MemoryAttribution]) -> Explanation:
     return Explanation(
         explainer=e["explainer"],
         base_value=float(e["base_value"]),
         output_value=float(e["output_value"]),
         output_name=e["output_name"],
         features=[FeatureAttribution(**f) for f in e["features"]],
-        memories=[
-            MemoryAttribution(
-                memory_id=m["memory_id"],
-                interaction_id=m["interaction_id"],
-                shap_value=float(m["shap_value"]),
-                ingest_trace=TraceRef(m["trace_id"], m["span_id"]),
-                snippet=m["snippet"],
-                occurred_at=datetime.fromisoformat(m["occurred_at"]),
-            )
-            for m in e["memories"]
-        ],
+        memories=memories,
         summary=e["summary"],
+    )
+
+
+def _attribution(m: dict[str, Any], shap_value: float) -> MemoryAttribution:
+    return MemoryAttribution(
+        memory_id=m["memory_id"],
+        interaction_id=m["interaction_id"],
+        shap_value=shap_value,
+        ingest_trace=TraceRef(m["trace_id"], m["span_id"]),
+        snippet=m["snippet"],
+        occurred_at=datetime.fromisoformat(m["occurred_at"]),
     )
