@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     ingestion_num_cpus: CpuFraction = 0.5
     gateway_replicas: int = Field(default=2, ge=1, le=64)
     ingestion_replicas: int = Field(default=1, ge=1, le=64)
+    # Ray Serve's throughput-optimised request path (RAY_SERVE_THROUGHPUT_OPTIMIZED): user code
+    # on each replica's main event loop instead of a thread of its own, routers on the caller's
+    # loop, gRPC between proxy and replicas, buffered request logs. Measured with
+    # scripts/bench_nba.py, interleaved runs on this project's machine: NextBestAction p50
+    # 34.5/35.9 -> 31.4/33.3 ms, 48.4/47.3 -> 52.0/50.8 decisions/s, Echo p50 4.1/5.5 -> 3.6/3.6.
+    serve_throughput_optimized: bool = True
     # Encoder passes an ingestion replica runs at once, each on one torch thread. Parallel
     # passes keep going when another process takes a core; one pass over several intra-op
     # threads stalls at every barrier (scripts/bench_ingest_throughput.py measures it).

@@ -24,7 +24,12 @@ from memcrm.memory.migrate import migrate
 log = logging.getLogger("memcrm")
 
 # Environment that Ray workers must see exactly as this process does.
-_FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM")
+_FORWARDED_ENV = (
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "TOKENIZERS_PARALLELISM",
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED",
+)
 _FORWARDED_PREFIXES = ("MEMCRM_", "OTEL_")
 
 
@@ -49,6 +54,11 @@ class ServeRuntime:
 
         from memcrm.services.app import APP_NAME, SERVICER_FUNCTIONS, build_app
 
+        # Read by Serve when its modules load in each process: the proxy, the controller and
+        # the replicas are started after this and inherit it (and get it in runtime_env).
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = (
+            "1" if self.settings.serve_throughput_optimized else "0"
+        )
         env = {k: v for k, v in os.environ.items() if k in _FORWARDED_ENV}
         env.update({k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_PREFIXES)})
         env["MEMCRM_GRPC_HOST"] = self.settings.grpc_host
