@@ -29,6 +29,7 @@ _FORWARDED_ENV = (
     "TRANSFORMERS_OFFLINE",
     "TOKENIZERS_PARALLELISM",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED",
+    "RAY_SERVE_LOG_TO_STDERR",
 )
 _FORWARDED_PREFIXES = ("MEMCRM_", "OTEL_")
 
@@ -59,6 +60,9 @@ class ServeRuntime:
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = (
             "1" if self.settings.serve_throughput_optimized else "0"
         )
+        # That mode also stops Serve logging to stderr; keep it (access logs stay off, so this
+        # is warnings and errors, not a line per request).
+        os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "1")
         env = {k: v for k, v in os.environ.items() if k in _FORWARDED_ENV}
         env.update({k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_PREFIXES)})
         env["MEMCRM_GRPC_HOST"] = self.settings.grpc_host
