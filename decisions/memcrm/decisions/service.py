@@ -18,10 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -51,6 +53,8 @@ from memcrm.models.query_encoder import QueryEncoder
 from memcrm.models.registry import ModelEntry, ModelRegistry
 
 log = logging.getLogger(__name__)
+
+A = TypeVar("A")
 
 
 class DecisionService:
@@ -106,8 +110,11 @@ class DecisionService:
         request: DecisionRequest,
         trace_id: str,
         carrier: dict[str, str],
-    ) -> DecisionRecord:
-        """Decide, write the full decision record, and only then answer with it."""
+        answer: Callable[[DecisionRecord], A],
+    ) -> tuple[DecisionRecord, A]:
+        """Decide, write the full decision record, and only then answer: the record and
+        ``answer(record)`` (the caller's response, e.g. its protobuf message), which is built in
+        another thread while the record is written and returned only once it is committed."""
         request = replace(
             request, context=self._interpreter.redacted_text(tenant_id, request.context)
         )
@@ -117,9 +124,10 @@ class DecisionService:
         serving = self._readers.submit(self._serving, tenant_id)
         audit = self._audit(tenant_id, request, view, carrier, serving)
         record = decision_record(request, audit, decided_at, view, trace_id)
+        answered = self._readers.submit(answer, record)
         with child_span("memcrm.decision_record", carrier):
             self._decisions.save(tenant_id, record)
-        return record
+        return record, answered.result()
 
     def replay(self, tenant_id: str, recommendation_id: str, carrier: dict[str, str]) -> Replay:
         """Recompute a recorded decision from what was known at its ``as_of`` and compare."""

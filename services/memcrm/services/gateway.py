@@ -37,7 +37,6 @@ from memcrm.core.tracing import (
 )
 from memcrm.core.types import (
     CustomerProfile,
-    DecisionRecord,
     DecisionRequest,
     Interaction,
     Principal,
@@ -325,8 +324,12 @@ class Gateway:
             as_of = convert.as_of(request)
             set_attributes(span, {"memcrm.customer_id": request.customer_id})
             wanted = DecisionRequest(request.customer_id, request.context, channel, top_n, as_of)
-            record: DecisionRecord = await self._recommendations.decide(
-                p.tenant_id, wanted, trace_ref(span).trace_id, current_carrier()
+            record, response = await self._recommendations.decide(
+                p.tenant_id,
+                wanted,
+                trace_ref(span).trace_id,
+                current_carrier(),
+                convert.decision_msg,
             )
             cited = {
                 a.memory_id: a.ingest_trace
@@ -342,7 +345,7 @@ class Gateway:
                     "memcrm.cited_memories": len(cited),
                 },
             )
-            return convert.decision_msg(record)
+            return response
 
         return await self._serve(
             "memcrm.v1.RecommendationService/NextBestAction",
