@@ -270,7 +270,7 @@ class DecisionService:
 
 
 # Threads that read customer facts and the active model version while decisions embed their
-# contexts.
+# contexts, and build answers while decision records are written.
 FACT_READERS = 8
 
 # A context weight keyed on an intent applies when the current message's top intent is at

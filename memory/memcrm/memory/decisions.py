@@ -323,27 +323,17 @@ def _action_to_json(a: RecommendedAction) -> dict[str, Any]:
         "propensity": a.propensity,
         "value": a.value,
         "explanation": {
-            **explanation_to_json(a.explanation, memories=False),
+            **_explanation_fields(a.explanation),
             "memories": [[m.memory_id, m.shap_value] for m in a.explanation.memories],
         },
     }
 
 
-def explanation_to_json(e: Explanation, *, memories: bool = True) -> dict[str, Any]:
-    """An explanation as signal events (and schema-1 decision records) store it; without
-    ``memories``, all but its memory attributions."""
-    out: dict[str, Any] = {
-        "explainer": e.explainer,
-        "base_value": e.base_value,
-        "output_value": e.output_value,
-        "output_name": e.output_name,
-        "summary": e.summary,
-        "features": [
-            {"feature": f.feature, "value": f.value, "shap_value": f.shap_value} for f in e.features
-        ],
-    }
-    if memories:
-        out["memories"] = [
+def explanation_to_json(e: Explanation) -> dict[str, Any]:
+    """An explanation as signal events (and schema-1 decision records) store it."""
+    return {
+        **_explanation_fields(e),
+        "memories": [
             {
                 "memory_id": m.memory_id,
                 "interaction_id": m.interaction_id,
@@ -354,8 +344,22 @@ def explanation_to_json(e: Explanation, *, memories: bool = True) -> dict[str, A
                 "occurred_at": m.occurred_at.isoformat(),
             }
             for m in e.memories
-        ]
-    return out
+        ],
+    }
+
+
+def _explanation_fields(e: Explanation) -> dict[str, Any]:
+    """Everything of an explanation but its memory attributions."""
+    return {
+        "explainer": e.explainer,
+        "base_value": e.base_value,
+        "output_value": e.output_value,
+        "output_name": e.output_name,
+        "summary": e.summary,
+        "features": [
+            {"feature": f.feature, "value": f.value, "shap_value": f.shap_value} for f in e.features
+        ],
+    }
 
 
 def _action_from_json(a: dict[str, Any], explanation: Explanation) -> RecommendedAction:

@@ -106,9 +106,9 @@ class MemoryStore:
     ) -> None:
         self.weights = weights or RecallWeights()
         self.near_duplicate_threshold = near_duplicate_threshold
-        # Autocommit: a read is one round trip, not BEGIN, the query and COMMIT (the pool
-        # commits what a block leaves open); statements that must land together run inside
-        # ``conn.transaction()``, and a single statement is atomic on its own.
+        # Autocommit: a read is one round trip. Without it every block is a transaction: BEGIN,
+        # the query, and the COMMIT the pool sends when the block ends. Statements that must land
+        # together run inside ``conn.transaction()``; a single statement is atomic on its own.
         self._pool = ConnectionPool(
             database_url,
             min_size=1,

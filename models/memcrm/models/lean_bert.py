@@ -142,8 +142,8 @@ class LeanBert(nn.Module):
 
 
 def lean_forward(
-    bert: Any, probes: Sequence[dict[str, torch.Tensor]]
-) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    bert: Any, probes: Sequence[dict[str, Tensor]]
+) -> Callable[[Tensor], Tensor] | None:
     """The fastest lean forward whose hidden states are bit-identical to ``bert``'s on every
     probe (scripted before eager, packed before plain), or None when none is."""
     with torch.inference_mode():
@@ -159,7 +159,7 @@ def lean_forward(
     return None
 
 
-def _scripted(module: LeanBert) -> Callable[[torch.Tensor], torch.Tensor] | None:
+def _scripted(module: LeanBert) -> Callable[[Tensor], Tensor] | None:
     """``module`` compiled to TorchScript, or None where that fails.
 
     Why TorchScript: a scripted forward runs in C++ from start to end without holding the GIL,
@@ -175,15 +175,15 @@ def _scripted(module: LeanBert) -> Callable[[torch.Tensor], torch.Tensor] | None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            scripted: Callable[[torch.Tensor], torch.Tensor] = torch.jit.script(module)
+            scripted: Callable[[Tensor], Tensor] = torch.jit.script(module)
     except Exception:  # any failure to compile leaves the eager module
         return None
     return scripted
 
 
 def _reproduces(
-    forward: Callable[[torch.Tensor], torch.Tensor],
-    wanted: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    forward: Callable[[Tensor], Tensor],
+    wanted: Sequence[tuple[Tensor, Tensor]],
 ) -> bool:
     """``forward`` gives each wanted output for its input, bit for bit, over several calls (a
     scripted function is re-optimised after its first runs)."""
