@@ -72,6 +72,8 @@ def test_the_record_matches_the_answer(
     assert record.request.context == "any news about my bag?" and record.request.top_n == 2
     assert list(record.actions) == list(nba.actions)  # explanations included, bit for bit
     assert record.model_version == nba.model_version and len(record.model_sha256) == 64
+    assert record.arithmetic.scoring == "float32"  # the default MEMCRM_SCORING_PRECISION
+    assert record.arithmetic.context_encoder in ("float32", "bfloat16")
     assert record.trace_id == nba.trace_id and record.decided_at == nba.decided_at
     # Every catalog action is kept: the returned ones ranked, the others with a reason.
     returned = [c for c in record.considered if c.rank > 0]

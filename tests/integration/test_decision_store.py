@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 
 from memcrm.core.errors import InvalidArgument, NotFound
 from memcrm.core.types import (
+    Arithmetic,
     Channel,
     ConsideredAction,
     DecisionRecord,
@@ -190,13 +191,22 @@ def test_a_record_cites_each_memory_once(decisions: DecisionStore, stores: Embed
         ]
 
 
+def test_a_record_keeps_its_arithmetic(decisions: DecisionStore, stores: EmbeddedStores) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    saved = replace(two_actions("fay"), arithmetic=Arithmetic("float32", "bfloat16"))
+    decisions.save(tenant, saved)
+    assert decisions.get(tenant, saved.recommendation_id).arithmetic == saved.arithmetic
+    stored = json_record(stores, tenant, saved.recommendation_id)
+    assert stored["arithmetic"] == {"scoring": "float32", "context_encoder": "bfloat16"}
+
+
 def test_a_schema_1_record_still_reads(decisions: DecisionStore, stores: EmbeddedStores) -> None:
     # Records written before schema 2 repeated every citation in every action's explanation.
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     saved = two_actions("erin")
     old = record_to_json(saved)
     old["schema"] = 1
-    del old["cited"]
+    del old["cited"], old["arithmetic"]  # neither existed then
     for action, original in zip(old["actions"], saved.actions, strict=True):
         action["explanation"] = explanation_to_json(original.explanation)
     with psycopg.connect(stores.database_url, autocommit=True) as conn:

@@ -29,7 +29,7 @@ from memcrm.decisions.policy import DecisionContext, ProfileFacts
 from memcrm.decisions.recommender import DecisionInputs, Recommender
 from memcrm.decisions.tenant_catalog import TenantCatalog, builtin_catalog, parse_catalog
 from memcrm.models.encoder import Encoder
-from memcrm.models.nba import MemoryFeatures, NbaScorer
+from memcrm.models.nba import MemoryFeatures, NbaScorer, ScoringPrecision
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 BAG_CONTEXT = "Still no news about my suitcase, it has been three days"
@@ -146,6 +146,22 @@ def test_thirty_two_memories_every_action_additive(
     for action in decision.actions:
         assert action.explanation.explainer == "shap.PermutationExplainer(max_evals=670, seed=0)"
         assert action.explanation.features[0].value == "where is my bag?"
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_an_explanation_reports_the_log_odds_the_action_ranked_on(
+    encoder: Encoder, recommender: Recommender, precision: ScoringPrecision
+) -> None:
+    recalled = many_memories(encoder, 32)
+    audit = recommender.decide_audited(
+        recalled, inputs(Channel.UNSPECIFIED, BAG_CONTEXT), 3, precision=precision
+    )
+    assert audit.scoring_precision == precision
+    assert_well_formed(audit.decision, recalled)
+    considered = {c.action_id: c for c in audit.considered}
+    for action in audit.decision.actions:
+        # The same number, not a recomputation that may round differently.
+        assert action.explanation.output_value == considered[action.action_id].log_odds
 
 
 def test_same_inputs_give_identical_decisions(encoder: Encoder, scorer: NbaScorer) -> None:

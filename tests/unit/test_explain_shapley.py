@@ -48,6 +48,25 @@ def test_multi_output_game_is_explained_per_output() -> None:
         assert result.base_value == pytest.approx(0.7)
 
 
+@pytest.mark.parametrize("n_players", [4, 25])
+def test_given_ends_are_the_base_and_output_values(n_players: int) -> None:
+    weights = np.linspace(-1.5, 2.0, n_players)
+
+    def game(coalitions: NDArray[np.bool_]) -> NDArray[np.float64]:
+        return (coalitions.astype(np.float64) @ weights)[:, None] - 3.0
+
+    # The caller's own numbers for the empty and full coalitions, off by rounding-level noise.
+    ends = np.array([[-3.0 + 1e-9], [weights.sum() - 3.0 - 1e-9]])
+    (result,) = explain_game(game, n_players, seed=11, ends=ends)
+    assert (result.base_value, result.output_value) == (ends[0, 0], ends[1, 0])
+    np.testing.assert_allclose(result.values, weights, atol=1e-12)
+    # Ends that the game's values do not add up to are refused, as any additivity failure.
+    with pytest.raises(AdditivityError):
+        explain_game(game, n_players, seed=11, ends=ends + np.array([[0.0], [0.1]]))
+    with pytest.raises(ValueError, match="ends must be"):
+        explain_game(game, n_players, seed=11, ends=ends[:1])
+
+
 def test_pairwise_interaction_is_split_equally_by_permutation_sampling() -> None:
     # v(S) = x0 * x1 + x2 among 20 players: Shapley values 0.5, 0.5, 1, 0, ..., 0. Antithetic
     # permutation sampling is exact for games with at most pairwise interactions.

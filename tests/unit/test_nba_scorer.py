@@ -165,6 +165,26 @@ def test_scoring_a_subset_of_actions_matches_the_full_head(scorer: NbaScorer) ->
     np.testing.assert_allclose(prepared.logits(coalitions, [4, 1]), full[:, [4, 1]], atol=1e-12)
 
 
+def test_each_scoring_precision_scores_the_same_model(scorer: NbaScorer) -> None:
+    import torch
+
+    mem = memories(6, seed=9)
+    coalitions = np.random.default_rng(10).random((40, 7)) < 0.5
+    double = scorer.prepare(mem, unit(3))
+    single = scorer.prepare(mem, unit(3), precision="float32")
+    assert (double.dtype, single.dtype) == (torch.float64, torch.float32)
+    a, b = double.logits(coalitions), single.logits(coalitions)
+    assert a.dtype == b.dtype == np.float64
+    np.testing.assert_allclose(b, a, atol=1e-5)
+    assert not np.array_equal(a, b)
+    # Equal inputs, equal numbers, in either precision.
+    assert np.array_equal(single.logits(coalitions), b)
+    ends = single.ends()
+    assert np.array_equal(ends, single.logits(np.stack([np.zeros(7, bool), np.ones(7, bool)])))
+    with pytest.raises(ValueError, match="precision"):
+        scorer.prepare(mem, unit(3), precision="float16")  # type: ignore[arg-type]
+
+
 def test_fast_asinh_is_asinh() -> None:
     """The serving head's asinh equals torch's to a few units in the last place, sign, zero and
     large values included."""

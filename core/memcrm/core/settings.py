@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # Arithmetic of the recall/search query encoder (memcrm.models.query_encoder): bfloat16
     # halves its latency on CPUs that compute it natively; "auto" uses it where they do.
     query_encoder_precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    # Arithmetic of the propensity model and its SHAP game (memcrm.models.nba), recorded with
+    # every decision: float32 halves the cost of the game's ~670 coalitions; float64 is what
+    # decisions were scored in before the precision was recorded.
+    scoring_precision: Literal["float32", "float64"] = "float32"
 
     db_pool_max: int = Field(default=8, ge=1, le=256)
     # Memories a decision looks at.

@@ -406,6 +406,19 @@ class DecisionRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Arithmetic:
+    """The number formats a decision was computed in; a replay must compute in the same ones.
+
+    The defaults describe records written before the arithmetic was recorded: their models
+    scored in float64, and the context encoder's format was not kept.
+    """
+
+    scoring: str = "float64"  # the propensity model and its SHAP game: "float32" | "float64"
+    # The current message's embedding: "float32" | "bfloat16"; "" = no message (or not kept).
+    context_encoder: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class DecisionRecord:
     """Everything needed to check a decision; written with its answer, read by auditors."""
 
@@ -420,6 +433,7 @@ class DecisionRecord:
     trace_id: str
     outcomes: tuple[RecordedOutcome, ...] = ()
     catalog_version: str = ""  # the tenant catalog's version the policies came from
+    arithmetic: Arithmetic = Arithmetic()
 
     @property
     def cited_memory_ids(self) -> tuple[str, ...]:

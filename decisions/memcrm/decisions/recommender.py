@@ -16,7 +16,8 @@ few milliseconds.
 
 Budget: ten antithetic permutation pairs (``max_evals = 10 x (2 x players + 1)``, shap's own
 ``"auto"`` default), or exact enumeration when that costs no more (at most 6 memories). With a
-fixed seed, replaying a decision gives identical numbers.
+fixed seed and the decision's scoring precision (``DecisionAudit.scoring_precision``, kept in
+its record), replaying a decision gives identical numbers.
 """
 
 from __future__ import annotations
@@ -49,7 +50,14 @@ from memcrm.decisions.catalog import Action
 from memcrm.decisions.policy import DecisionContext, ProfileFacts, build_features
 from memcrm.decisions.tenant_catalog import TenantCatalog, builtin_catalog
 from memcrm.explain.shapley import GameExplanation, default_max_evals, explain_game, warm_up
-from memcrm.models.nba import MemoryFeatures, NbaScorer, PreparedDecision, sigmoid
+from memcrm.models.nba import (
+    DEFAULT_SCORING_PRECISION,
+    MemoryFeatures,
+    NbaScorer,
+    PreparedDecision,
+    ScoringPrecision,
+    sigmoid,
+)
 
 CONTEXT_FEATURE = "context"
 CONTEXT_VALUE_CHARS = 200
@@ -101,6 +109,7 @@ class DecisionAudit:
     # it, with what that policy read).
     considered: tuple[ConsideredAction, ...]
     catalog_version: str
+    scoring_precision: ScoringPrecision  # the arithmetic it was scored and explained in
 
 
 class Recommender:
@@ -176,6 +185,7 @@ class Recommender:
         top_n: int,
         *,
         context_embedding: NDArray[Any] | None = None,
+        precision: ScoringPrecision = DEFAULT_SCORING_PRECISION,
     ) -> DecisionAudit:
         """Score, arbitrate and explain one decision, keeping every action considered.
 
@@ -191,8 +201,13 @@ class Recommender:
         self.check_catalog(catalog)
         vector = self._context_vector(context.text, context_embedding)
         memories = [r.memory for r in recalled]
-        prepared = self._scorer.prepare(MemoryFeatures.from_recalled(recalled, context.now), vector)
-        log_odds = prepared.full_logits()
+        prepared = self._scorer.prepare(
+            MemoryFeatures.from_recalled(recalled, context.now), vector, precision=precision
+        )
+        # Every player absent (row 0) and present (row 1): the ranking reads row 1, and the
+        # explanations take both as their base and output values, the very same numbers.
+        ends = prepared.ends()
+        log_odds = ends[1]
         logit = {a: float(log_odds[self._columns[a]]) for a in catalog.action_ids}
         propensity = {a: sigmoid(x) for a, x in logit.items()}
         features = build_features(
@@ -205,7 +220,7 @@ class Recommender:
         )
         arbitration = arbitrate(catalog, context, features, inputs.history, propensity, top_n=top_n)
         top = arbitration.top
-        explanations = self._explain(prepared, [self._columns[r.action_id] for r in top])
+        explanations = self._explain(prepared, [self._columns[r.action_id] for r in top], ends)
         cited = [MemoryAttribution.of(m, 0.0) for m in memories]  # each action sets its values
         actions = [
             self._recommended(
@@ -225,7 +240,7 @@ class Recommender:
         decision = Decision(
             actions=actions, model_version=self._scorer.version, model_sha256=self._scorer.sha256
         )
-        return DecisionAudit(decision, considered, catalog.version)
+        return DecisionAudit(decision, considered, catalog.version, precision)
 
     def _context_vector(self, context: str, embedding: NDArray[Any] | None) -> NDArray[Any] | None:
         if embedding is not None:
@@ -237,7 +252,9 @@ class Recommender:
         vector: NDArray[np.float32] = self._encoder.encode([context])[0]
         return vector
 
-    def _explain(self, prepared: PreparedDecision, columns: list[int]) -> list[GameExplanation]:
+    def _explain(
+        self, prepared: PreparedDecision, columns: list[int], ends: NDArray[np.float64]
+    ) -> list[GameExplanation]:
         if not columns:
             return []
         n_players = prepared.n_players
@@ -246,7 +263,9 @@ class Recommender:
             return prepared.logits(coalitions, columns)
 
         budget = default_max_evals(n_players, self._permutations)
-        return explain_game(game, n_players, seed=self._seed, max_evals=budget)
+        return explain_game(
+            game, n_players, seed=self._seed, max_evals=budget, ends=ends[:, columns]
+        )
 
     def _recommended(
         self,

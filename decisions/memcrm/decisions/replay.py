@@ -3,12 +3,13 @@
 An auditor asks whether a recorded recommendation can be reproduced: recomputed from what was
 known at the decision's ``as_of`` (memories, profile, outcomes and consent as recorded by then,
 see ``memcrm.memory``'s bitemporal reads) with the same model version and catalog version.
-Everything in a decision is deterministic (float64 scoring, seeded SHAP), so a faithful replay
-gives the same numbers bit for bit, and the comparison here is exact: any difference is
-reported, one line per field, with both values.
+Everything in a decision is deterministic (scoring in the precision its record names, seeded
+SHAP), so a faithful replay gives the same numbers bit for bit, and the comparison here is
+exact: any difference is reported, one line per field, with both values.
 
 What cannot be replayed is said instead of recomputed: a decision made by a model version
-or under a catalog version that is no longer the one in effect.
+or under a catalog version that is no longer the one in effect, or whose context was embedded
+in another format than this server's (a bfloat16 query encoder on a CPU without it).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def compare(original: DecisionRecord, replayed: DecisionRecord) -> Replay:
     differ("model_sha256", original.model_sha256, replayed.model_sha256)
     differ("catalog_version", original.catalog_version, replayed.catalog_version)
     differ("as_of", original.as_of, replayed.as_of)
+    differ("arithmetic", original.arithmetic, replayed.arithmetic)
     differ(
         "actions",
         [a.action_id for a in original.actions],

@@ -49,6 +49,7 @@ from memcrm.memory.recall import MemoryReader
 from memcrm.memory.store import MemoryStore
 from memcrm.models.encoder import Encoder
 from memcrm.models.enrichment import EnrichmentModel
+from memcrm.models.nba import ScoringPrecision, as_scoring_precision
 from memcrm.models.query_encoder import QueryEncoder
 from memcrm.models.registry import ModelEntry, ModelRegistry
 
@@ -95,6 +96,7 @@ class DecisionService:
         # Catalog files must be scorable by the default model; an activation checks its own.
         self._catalogs = TenantCatalogs.load(settings.catalogs_dir, check=default.check_catalog)
         self._memories = settings.decision_memories
+        self._scoring_precision: ScoringPrecision = settings.scoring_precision
         if settings.catalogs_dir is not None and settings.catalog_reload_s > 0:
             watcher = CatalogWatcher(self._catalogs, settings.catalogs_dir)
             threading.Thread(
@@ -122,8 +124,10 @@ class DecisionService:
         view = request.as_of or decided_at
         # The tenant's active model version is read while the context is embedded.
         serving = self._readers.submit(self._serving, tenant_id)
-        audit = self._audit(tenant_id, request, view, carrier, serving)
-        record = decision_record(request, audit, decided_at, view, trace_id)
+        audit, embedded_in = self._audit(
+            tenant_id, request, view, carrier, serving, self._scoring_precision
+        )
+        record = decision_record(request, audit, decided_at, view, trace_id, embedded_in)
         answered = self._readers.submit(answer, record)
         with child_span("memcrm.decision_record", carrier):
             self._decisions.save(tenant_id, record)
@@ -149,13 +153,34 @@ class DecisionService:
                 f"it was decided under catalog version {original.catalog_version!r}; the "
                 f"tenant's catalog is now version {catalog_version!r}"
             )
+        scoring = as_scoring_precision(original.arithmetic.scoring)
+        if scoring is None:
+            return cannot_replay(
+                f"it was scored in {original.arithmetic.scoring!r}, which this server cannot do"
+            )
+        recorded_encoder = original.arithmetic.context_encoder
+        encoder = self._context_encoder(tenant_id, original.request.context)
+        if recorded_encoder and recorded_encoder != encoder:
+            return cannot_replay(
+                f"its context was embedded in {recorded_encoder}; this server would embed it in "
+                f"{encoder} (MEMCRM_QUERY_ENCODER_PRECISION and the CPU decide)"
+            )
         # The original read the profile's hot state when it had no as_of; PostgreSQL rebuilds
         # the same state as of the same moment.
         request = replace(original.request, as_of=original.as_of)
-        audit = self._audit(tenant_id, request, original.as_of, carrier, _done(recommender))
+        audit, embedded_in = self._audit(
+            tenant_id, request, original.as_of, carrier, _done(recommender), scoring
+        )
+        if not recorded_encoder:  # not kept (an older record): compare the rest
+            embedded_in = ""
         replayed = replace(
             decision_record(
-                original.request, audit, original.decided_at, original.as_of, original.trace_id
+                original.request,
+                audit,
+                original.decided_at,
+                original.as_of,
+                original.trace_id,
+                embedded_in,
             ),
             recommendation_id=original.recommendation_id,
         )
@@ -168,9 +193,11 @@ class DecisionService:
         view: datetime,
         carrier: dict[str, str],
         recommender: Future[Recommender],
-    ) -> DecisionAudit:
+        precision: ScoringPrecision,
+    ) -> tuple[DecisionAudit, str]:
         """Recall, gather what is known about the customer and decide, as of ``view``, with
-        ``recommender`` (which may still be being looked up)."""
+        ``recommender`` (which may still be being looked up) scoring in ``precision``; also
+        returns the format the context was embedded in ("" for no context)."""
         catalog = self._catalogs.get(tenant_id)
         # What is known about the customer does not depend on the context: it is read in
         # another thread while the encoder (which releases the GIL) embeds the context.
@@ -187,7 +214,9 @@ class DecisionService:
         ):
             # One encoder pass: the context is the recall query, a model input, and its
             # intent feeds the catalog's context weights.
-            intent, context_vector = self._understand(tenant_id, request.context, catalog)
+            intent, context_vector, embedded_in = self._understand(
+                tenant_id, request.context, catalog
+            )
         with child_span("memcrm.recall", carrier, {"memcrm.top_k": self._memories}):
             recalled = self._reader.recall_embedded(
                 tenant_id,
@@ -211,9 +240,14 @@ class DecisionService:
             },
             links=[r.memory.ingest_trace for r in recalled],
         ):
-            return recommender.result().decide_audited(
-                recalled, inputs, request.top_n, context_embedding=context_vector
+            audit = recommender.result().decide_audited(
+                recalled,
+                inputs,
+                request.top_n,
+                context_embedding=context_vector,
+                precision=precision,
             )
+        return audit, embedded_in
 
     def models(self, tenant_id: str) -> tuple[list[ModelEntry], str]:
         """Every registered model version, and the one serving the tenant."""
@@ -254,19 +288,32 @@ class DecisionService:
 
     def _understand(
         self, tenant_id: str, context: str, catalog: TenantCatalog
-    ) -> tuple[str, NDArray[np.float32] | None]:
-        """The context's intent and embedding (None for an empty context). The intent is read
-        only for a catalog with intent-keyed context weights: its top intent when at least
-        ``INTENT_MIN_CONFIDENCE`` confident, else ""."""
+    ) -> tuple[str, NDArray[np.float32] | None, str]:
+        """The context's intent, its embedding (None for an empty context) and the format it
+        was embedded in (``_context_encoder``). The intent is read only for a catalog with
+        intent-keyed context weights: its top intent when at least ``INTENT_MIN_CONFIDENCE``
+        confident, else ""."""
+        embedded_in = self._context_encoder(tenant_id, context, catalog)
         if not context.strip():
-            return "", None
-        if not any(w.intent is not None for w in catalog.context_weights):
-            return "", self._query_encoder.encode([context])[0]
+            return "", None, embedded_in
+        if not _reads_intent(catalog):
+            return "", self._query_encoder.encode([context])[0], embedded_in
         intent_set = self._tenants.get(tenant_id).intents.set
         out = self._model.run([context], intent_set=intent_set)
         top = out.intents[0][0] if out.intents[0] else None
         intent = top.name if top is not None and top.confidence >= INTENT_MIN_CONFIDENCE else ""
-        return intent, out.embeddings[0]
+        return intent, out.embeddings[0], embedded_in
+
+    def _context_encoder(
+        self, tenant_id: str, context: str, catalog: TenantCatalog | None = None
+    ) -> str:
+        """The format ``_understand`` embeds ``context`` in: the query encoder's, or the full
+        encoder's (float32) when the catalog needs the context's intent; "" for no context."""
+        if not context.strip():
+            return ""
+        if _reads_intent(catalog or self._catalogs.get(tenant_id)):
+            return self._encoder.precision
+        return self._query_encoder.precision
 
 
 # Threads that read customer facts and the active model version while decisions embed their
@@ -322,6 +369,11 @@ class CatalogWatcher:
                 self.check()
             except Exception:  # a watcher that dies silently would stop reloads for good
                 log.exception("memcrm.catalogs: reload failed")
+
+
+def _reads_intent(catalog: TenantCatalog) -> bool:
+    """Whether the catalog weighs actions by the current message's intent."""
+    return any(w.intent is not None for w in catalog.context_weights)
 
 
 def _done(value: Recommender) -> Future[Recommender]:

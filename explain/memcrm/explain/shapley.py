@@ -86,8 +86,15 @@ def explain_game(
     seed: int,
     max_evals: int | None = None,
     tolerance: float = ADDITIVITY_TOLERANCE,
+    ends: NDArray[np.float64] | None = None,
 ) -> list[GameExplanation]:
     """SHAP values of every output of the game; same inputs and seed give identical numbers.
+
+    ``ends`` (2, n_outputs) are the game's values with every player absent and present when
+    the caller has already computed them (e.g. the log-odds it ranked on): they become the
+    explanations' base and output values as given, instead of being evaluated again (a game
+    whose values depend on the size of its batch at the rounding level would report numbers
+    that differ from the caller's in their last digits).
 
     Raises ``AdditivityError`` when ``base + sum(values)`` misses the all-present value by more
     than ``tolerance`` for any output, and ``ValueError`` for a malformed game.
@@ -102,7 +109,12 @@ def explain_game(
             raise ValueError(f"value_fn must return (n, n_outputs), got {out.shape}")
         return out
 
-    ends = game(np.stack([np.zeros(n_players, bool), np.ones(n_players, bool)]))
+    if ends is None:
+        ends = game(np.stack([np.zeros(n_players, bool), np.ones(n_players, bool)]))
+    else:
+        ends = np.asarray(ends, dtype=np.float64)
+        if ends.ndim != 2 or ends.shape[0] != 2:
+            raise ValueError(f"ends must be (2, n_outputs), got {ends.shape}")
     base, full = ends[0], ends[1]
     n_outputs = int(ends.shape[1])
     if n_players == 0:

@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 
 from memcrm.core.errors import InvalidArgument, NotFound
 from memcrm.core.types import (
+    Arithmetic,
     Channel,
     ConsideredAction,
     DecisionPage,
@@ -36,7 +37,8 @@ from memcrm.memory.store import MemoryStore
 # Schema 2 cites each memory once, under "cited" (its interaction, ingestion trace, snippet and
 # time), and each action's explanation keeps only [memory_id, shap_value] pairs, in order. Schema 1
 # repeated every citation in every returned action: a decision over 32 memories with 3 actions
-# stored ~42 KB of JSON, half of it copies. Both are read.
+# stored ~42 KB of JSON, half of it copies. Both are read. "arithmetic" (the formats the decision
+# was computed in) was added to schema 2 later; a record without it was scored in float64.
 RECORD_SCHEMA = 2
 
 
@@ -279,6 +281,10 @@ def record_to_json(r: DecisionRecord) -> dict[str, Any]:
         "model_sha256": r.model_sha256,
         "trace_id": r.trace_id,
         "catalog_version": r.catalog_version,
+        "arithmetic": {
+            "scoring": r.arithmetic.scoring,
+            "context_encoder": r.arithmetic.context_encoder,
+        },
     }
 
 
@@ -311,6 +317,8 @@ def record_from_json(d: dict[str, Any]) -> DecisionRecord:
         model_sha256=d["model_sha256"],
         trace_id=d["trace_id"],
         catalog_version=d.get("catalog_version", ""),
+        # Absent from records written before it was kept: their defaults say what those were.
+        arithmetic=Arithmetic(**d["arithmetic"]) if "arithmetic" in d else Arithmetic(),
     )
 
 

@@ -61,6 +61,7 @@ class Encoder:
                 f"encoder at {path} gives {dim} dimensions, memcrm needs {EMBEDDING_DIM}"
             )
         self.name = ENCODER_NAME if model_path is None else path.name
+        self.precision = "float32"  # the arithmetic of its forward pass
 
     @property
     def model(self) -> SentenceTransformer:

@@ -13,9 +13,11 @@ Simulated customers (``memcrm.models.simulator``; real airline tweets, documente
     run as ingestion would (``nba_enrichment.enrich_texts``: the shipped enrichment heads, which
     never trained on held-out tweets, and the interpretation pipeline; no cache).
     Reported: ROC-AUC over every (customer, action) outcome and top-action accuracy against
-    the simulator's best action (``train_nba.evaluate``, run on the served float64 network).
+    the simulator's best action (``train_nba.evaluate``, run on the served network in float64;
+    serving's float32 log-odds differ from those by ~1e-7, nothing at these metrics' precision).
     The first ``--explained`` customers (default: all of them) are explained with
-    ``train_nba.explain_customers``: SHAP of the recommended action's log-odds via
+    ``train_nba.explain_customers``, in serving's default scoring precision (float32): SHAP of
+    the recommended action's log-odds via
     ``memcrm.explain.shapley.explain_game`` (seeded PermutationExplainer, exact enumeration for
     small games; players = memories plus the current context).
 
@@ -83,7 +85,7 @@ from numpy.typing import NDArray
 from memcrm.core.types import EMBEDDING_DIM
 from memcrm.decisions.catalog import Action, catalog_fingerprint
 from memcrm.models import eval_signals, simulator, telco
-from memcrm.models.nba import NbaScorer, write_artifact
+from memcrm.models.nba import DEFAULT_SCORING_PRECISION, NbaScorer, write_artifact
 from memcrm.models.nba_enrichment import enrich_texts
 from memcrm.models.nba_net import NbaHyperParams, NbaNet
 from memcrm.models.signals import load_signal_scorer
@@ -404,7 +406,8 @@ def evaluate_simulator(
             "of_first_held_out_customers": n_explained,
             "explained_action": "the recommended action (highest propensity x value)",
             "shap": "memcrm.explain.shapley.explain_game on the action's log-odds, "
-            f"default budget, seed {seed}; players = memories + current context",
+            f"default budget, seed {seed}, scored in {DEFAULT_SCORING_PRECISION} like serving; "
+            "players = memories + current context",
             "precision_at_1": {
                 "definition": "share of customers whose recommended action has a true cause "
                 "(simulator ground truth, memories or context) for which the player with the "

@@ -57,7 +57,14 @@ from torch import nn
 
 from memcrm.core.types import EMBEDDING_DIM, Channel, Direction, Enrichment
 from memcrm.decisions.catalog import BUILTIN_CATALOG, Action, catalog_fingerprint
-from memcrm.models.nba import default_artifact_dir, file_sha256, write_artifact
+from memcrm.models.nba import (
+    DEFAULT_SCORING_PRECISION,
+    SCORING_DTYPES,
+    ScoringPrecision,
+    default_artifact_dir,
+    file_sha256,
+    write_artifact,
+)
 from memcrm.models.nba_enrichment import (
     cached_enrichments,
     enrichment_validation_tweet,
@@ -329,27 +336,28 @@ class _CustomerGame:
         m = int(data.mask[row].sum())
         self.n_players = m + 1
         self._net = net
+        self._dtype = dtype = net.head_set.weight.dtype  # the game scores in the net's precision
         enrichment = None
         if data.enrichment is not None:
-            enrichment = torch.from_numpy(data.enrichment[row, :m]).double()
+            enrichment = torch.from_numpy(data.enrichment[row, :m]).to(dtype)
         with torch.inference_mode():
             self._encoded = net.encode_memories(
-                table[torch.from_numpy(data.tweets[row, :m])].double(),
-                torch.from_numpy(data.ages[row, :m]).double(),
+                table[torch.from_numpy(data.tweets[row, :m])].to(dtype),
+                torch.from_numpy(data.ages[row, :m]).to(dtype),
                 torch.from_numpy(data.channels[row, :m]),
                 torch.from_numpy(data.directions[row, :m]),
                 enrichment,
             )
-            context = net.encode_context(table[int(data.context[row])].double())
+            context = net.encode_context(table[int(data.context[row])].to(dtype))
             self._context = context * float(data.context_mask[row])
         self.column = 0
 
     def __call__(self, coalitions: NDArray[np.bool_]) -> NDArray[np.float64]:
         m = self.n_players - 1
         with torch.inference_mode():
-            present = torch.from_numpy(coalitions).double()
+            present = torch.from_numpy(coalitions).to(self._dtype)
             out = self._net.score(present[:, :m] @ self._encoded, present[:, m:] * self._context)
-        logits: NDArray[np.float64] = out.numpy()
+        logits: NDArray[np.float64] = out.numpy().astype(np.float64)
         return logits
 
     def explained(self, coalitions: NDArray[np.bool_]) -> NDArray[np.float64]:
@@ -385,9 +393,10 @@ def explain_customers(
     seed: int,
     *,
     keep: Callable[[int, frozenset[int]], bool] = lambda n_memories, true: bool(true),
+    precision: ScoringPrecision = DEFAULT_SCORING_PRECISION,
 ) -> list[CustomerExplanation]:
     """SHAP values (seeded ``explain_game``, default budget) of each customer's recommended
-    action (highest ``propensity x value``), in float64 like serving.
+    action (highest ``propensity x value``), scored in ``precision`` (serving's by default).
 
     ``keep(n_memories, true_causes)`` decides, before the SHAP call, which customers are
     explained; the default keeps those whose recommended action has a true cause.
@@ -396,7 +405,7 @@ def explain_customers(
 
     serving = NbaNet(net.action_text, net.hp, net.profile_spec, net.enrichment_spec)
     serving.load_state_dict(net.state_dict())
-    serving = serving.double().eval()
+    serving = serving.to(SCORING_DTYPES[precision]).eval()
     values = np.asarray([a.value for a in catalog])
     explained = []
     for row, customer in enumerate(customers):

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from memcrm.v1 import recommendation_pb2 as memcrm_dot_v1_dot_recommendation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15memcrm/v1/audit.proto\x12\tmemcrm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ememcrm/v1/recommendation.proto\"\xf6\x01\n\x10\x43onsideredAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x10\n\x08log_odds\x18\x03 \x01(\x01\x12\x12\n\npropensity\x18\x04 \x01(\x01\x12\r\n\x05value\x18\x05 \x01(\x01\x12\r\n\x05score\x18\x06 \x01(\x01\x12\x0c\n\x04rank\x18\x07 \x01(\x05\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x16\n\x0e\x63ontext_weight\x18\t \x01(\x01\x12\r\n\x05lever\x18\n \x01(\x01\x12\x13\n\x0b\x66iltered_by\x18\x0b \x01(\t\x12\x0e\n\x06policy\x18\x0c \x01(\t\x12\x12\n\nreads_json\x18\r \x01(\t\"\xab\x01\n\x0fRecordedOutcome\x12\x11\n\taction_id\x18\x01 \x01(\t\x12#\n\x07outcome\x18\x02 \x01(\x0e\x32\x12.memcrm.v1.Outcome\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecorded_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xce\x03\n\x0e\x44\x65\x63isionRecord\x12\x19\n\x11recommendation_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x31\n\x07request\x18\x03 \x01(\x0b\x32 .memcrm.v1.NextBestActionRequest\x12-\n\x07\x61\x63tions\x18\x04 \x03(\x0b\x32\x1c.memcrm.v1.RecommendedAction\x12/\n\nconsidered\x18\x05 \x03(\x0b\x32\x1b.memcrm.v1.ConsideredAction\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x07 \x01(\t\x12\x18\n\x10\x63ited_memory_ids\x18\x08 \x03(\t\x12\x10\n\x08trace_id\x18\t \x01(\t\x12.\n\ndecided_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05\x61s_of\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08outcomes\x18\x0c \x03(\x0b\x32\x1a.memcrm.v1.RecordedOutcome\x12\x17\n\x0f\x63\x61talog_version\x18\r \x01(\t\"5\n\x18GetRecommendationRequest\x12\x19\n\x11recommendation_id\x18\x01 \x01(\t\"X\n\x19GetRecommendationResponse\x12)\n\x06record\x18\x01 \x01(\x0b\x32\x19.memcrm.v1.DecisionRecord\x12\x10\n\x08trace_id\x18\x02 \x01(\t\"\xae\x01\n\x1aListRecommendationsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"t\n\x1bListRecommendationsResponse\x12*\n\x07records\x18\x01 \x03(\x0b\x32\x19.memcrm.v1.DecisionRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08trace_id\x18\x03 \x01(\t\"8\n\x1bReplayRecommendationRequest\x12\x19\n\x11recommendation_id\x18\x01 \x01(\t\"Q\n\x1cReplayRecommendationResponse\x12\x11\n\tidentical\x18\x01 \x01(\x08\x12\x0c\n\x04\x64iff\x18\x02 \x01(\t\x12\x10\n\x08trace_id\x18\x03 \x01(\t2\xbd\x02\n\x0c\x41uditService\x12^\n\x11GetRecommendation\x12#.memcrm.v1.GetRecommendationRequest\x1a$.memcrm.v1.GetRecommendationResponse\x12\x64\n\x13ListRecommendations\x12%.memcrm.v1.ListRecommendationsRequest\x1a&.memcrm.v1.ListRecommendationsResponse\x12g\n\x14ReplayRecommendation\x12&.memcrm.v1.ReplayRecommendationRequest\x1a\'.memcrm.v1.ReplayRecommendationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15memcrm/v1/audit.proto\x12\tmemcrm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ememcrm/v1/recommendation.proto\"\xf6\x01\n\x10\x43onsideredAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x10\n\x08log_odds\x18\x03 \x01(\x01\x12\x12\n\npropensity\x18\x04 \x01(\x01\x12\r\n\x05value\x18\x05 \x01(\x01\x12\r\n\x05score\x18\x06 \x01(\x01\x12\x0c\n\x04rank\x18\x07 \x01(\x05\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x16\n\x0e\x63ontext_weight\x18\t \x01(\x01\x12\r\n\x05lever\x18\n \x01(\x01\x12\x13\n\x0b\x66iltered_by\x18\x0b \x01(\t\x12\x0e\n\x06policy\x18\x0c \x01(\t\x12\x12\n\nreads_json\x18\r \x01(\t\"\xab\x01\n\x0fRecordedOutcome\x12\x11\n\taction_id\x18\x01 \x01(\t\x12#\n\x07outcome\x18\x02 \x01(\x0e\x32\x12.memcrm.v1.Outcome\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecorded_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf9\x03\n\x0e\x44\x65\x63isionRecord\x12\x19\n\x11recommendation_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x31\n\x07request\x18\x03 \x01(\x0b\x32 .memcrm.v1.NextBestActionRequest\x12-\n\x07\x61\x63tions\x18\x04 \x03(\x0b\x32\x1c.memcrm.v1.RecommendedAction\x12/\n\nconsidered\x18\x05 \x03(\x0b\x32\x1b.memcrm.v1.ConsideredAction\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x07 \x01(\t\x12\x18\n\x10\x63ited_memory_ids\x18\x08 \x03(\t\x12\x10\n\x08trace_id\x18\t \x01(\t\x12.\n\ndecided_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05\x61s_of\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08outcomes\x18\x0c \x03(\x0b\x32\x1a.memcrm.v1.RecordedOutcome\x12\x17\n\x0f\x63\x61talog_version\x18\r \x01(\t\x12)\n\narithmetic\x18\x0e \x01(\x0b\x32\x15.memcrm.v1.Arithmetic\"6\n\nArithmetic\x12\x0f\n\x07scoring\x18\x01 \x01(\t\x12\x17\n\x0f\x63ontext_encoder\x18\x02 \x01(\t\"5\n\x18GetRecommendationRequest\x12\x19\n\x11recommendation_id\x18\x01 \x01(\t\"X\n\x19GetRecommendationResponse\x12)\n\x06record\x18\x01 \x01(\x0b\x32\x19.memcrm.v1.DecisionRecord\x12\x10\n\x08trace_id\x18\x02 \x01(\t\"\xae\x01\n\x1aListRecommendationsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"t\n\x1bListRecommendationsResponse\x12*\n\x07records\x18\x01 \x03(\x0b\x32\x19.memcrm.v1.DecisionRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08trace_id\x18\x03 \x01(\t\"8\n\x1bReplayRecommendationRequest\x12\x19\n\x11recommendation_id\x18\x01 \x01(\t\"Q\n\x1cReplayRecommendationResponse\x12\x11\n\tidentical\x18\x01 \x01(\x08\x12\x0c\n\x04\x64iff\x18\x02 \x01(\t\x12\x10\n\x08trace_id\x18\x03 \x01(\t2\xbd\x02\n\x0c\x41uditService\x12^\n\x11GetRecommendation\x12#.memcrm.v1.GetRecommendationRequest\x1a$.memcrm.v1.GetRecommendationResponse\x12\x64\n\x13ListRecommendations\x12%.memcrm.v1.ListRecommendationsRequest\x1a&.memcrm.v1.ListRecommendationsResponse\x12g\n\x14ReplayRecommendation\x12&.memcrm.v1.ReplayRecommendationRequest\x1a\'.memcrm.v1.ReplayRecommendationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,19 +38,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDEDOUTCOME']._serialized_start=351
   _globals['_RECORDEDOUTCOME']._serialized_end=522
   _globals['_DECISIONRECORD']._serialized_start=525
-  _globals['_DECISIONRECORD']._serialized_end=987
-  _globals['_GETRECOMMENDATIONREQUEST']._serialized_start=989
-  _globals['_GETRECOMMENDATIONREQUEST']._serialized_end=1042
-  _globals['_GETRECOMMENDATIONRESPONSE']._serialized_start=1044
-  _globals['_GETRECOMMENDATIONRESPONSE']._serialized_end=1132
-  _globals['_LISTRECOMMENDATIONSREQUEST']._serialized_start=1135
-  _globals['_LISTRECOMMENDATIONSREQUEST']._serialized_end=1309
-  _globals['_LISTRECOMMENDATIONSRESPONSE']._serialized_start=1311
-  _globals['_LISTRECOMMENDATIONSRESPONSE']._serialized_end=1427
-  _globals['_REPLAYRECOMMENDATIONREQUEST']._serialized_start=1429
-  _globals['_REPLAYRECOMMENDATIONREQUEST']._serialized_end=1485
-  _globals['_REPLAYRECOMMENDATIONRESPONSE']._serialized_start=1487
-  _globals['_REPLAYRECOMMENDATIONRESPONSE']._serialized_end=1568
-  _globals['_AUDITSERVICE']._serialized_start=1571
-  _globals['_AUDITSERVICE']._serialized_end=1888
+  _globals['_DECISIONRECORD']._serialized_end=1030
+  _globals['_ARITHMETIC']._serialized_start=1032
+  _globals['_ARITHMETIC']._serialized_end=1086
+  _globals['_GETRECOMMENDATIONREQUEST']._serialized_start=1088
+  _globals['_GETRECOMMENDATIONREQUEST']._serialized_end=1141
+  _globals['_GETRECOMMENDATIONRESPONSE']._serialized_start=1143
+  _globals['_GETRECOMMENDATIONRESPONSE']._serialized_end=1231
+  _globals['_LISTRECOMMENDATIONSREQUEST']._serialized_start=1234
+  _globals['_LISTRECOMMENDATIONSREQUEST']._serialized_end=1408
+  _globals['_LISTRECOMMENDATIONSRESPONSE']._serialized_start=1410
+  _globals['_LISTRECOMMENDATIONSRESPONSE']._serialized_end=1526
+  _globals['_REPLAYRECOMMENDATIONREQUEST']._serialized_start=1528
+  _globals['_REPLAYRECOMMENDATIONREQUEST']._serialized_end=1584
+  _globals['_REPLAYRECOMMENDATIONRESPONSE']._serialized_start=1586
+  _globals['_REPLAYRECOMMENDATIONRESPONSE']._serialized_end=1667
+  _globals['_AUDITSERVICE']._serialized_start=1670
+  _globals['_AUDITSERVICE']._serialized_end=1987
 # @@protoc_insertion_point(module_scope)

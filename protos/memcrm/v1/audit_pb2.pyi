@@ -138,6 +138,7 @@ class DecisionRecord(_message.Message):
     AS_OF_FIELD_NUMBER: _builtins.int
     OUTCOMES_FIELD_NUMBER: _builtins.int
     CATALOG_VERSION_FIELD_NUMBER: _builtins.int
+    ARITHMETIC_FIELD_NUMBER: _builtins.int
     recommendation_id: _builtins.str
     customer_id: _builtins.str
     model_version: _builtins.str
@@ -172,6 +173,10 @@ class DecisionRecord(_message.Message):
 
     @_builtins.property
     def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordedOutcome]: ...
+    @_builtins.property
+    def arithmetic(self) -> Global___Arithmetic:
+        """The number formats the decision was computed in; a replay computes in the same ones."""
+
     def __init__(
         self,
         *,
@@ -188,14 +193,45 @@ class DecisionRecord(_message.Message):
         as_of: _timestamp_pb2.Timestamp | None = ...,
         outcomes: _abc.Iterable[Global___RecordedOutcome] | None = ...,
         catalog_version: _builtins.str = ...,
+        arithmetic: Global___Arithmetic | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "decided_at", b"decided_at", "request", b"request"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arithmetic", b"arithmetic", "as_of", b"as_of", "decided_at", b"decided_at", "request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "as_of", b"as_of", "catalog_version", b"catalog_version", "cited_memory_ids", b"cited_memory_ids", "considered", b"considered", "customer_id", b"customer_id", "decided_at", b"decided_at", "model_sha256", b"model_sha256", "model_version", b"model_version", "outcomes", b"outcomes", "recommendation_id", b"recommendation_id", "request", b"request", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "arithmetic", b"arithmetic", "as_of", b"as_of", "catalog_version", b"catalog_version", "cited_memory_ids", b"cited_memory_ids", "considered", b"considered", "customer_id", b"customer_id", "decided_at", b"decided_at", "model_sha256", b"model_sha256", "model_version", b"model_version", "outcomes", b"outcomes", "recommendation_id", b"recommendation_id", "request", b"request", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DecisionRecord: _TypeAlias = DecisionRecord  # noqa: Y015
+
+@_typing.final
+class Arithmetic(_message.Message):
+    """How a decision's numbers were computed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCORING_FIELD_NUMBER: _builtins.int
+    CONTEXT_ENCODER_FIELD_NUMBER: _builtins.int
+    scoring: _builtins.str
+    """The propensity model and its SHAP explanations: "float32" or "float64" (records written
+    before the arithmetic was kept say "float64", which is what they were scored in).
+    """
+    context_encoder: _builtins.str
+    """The current message's embedding: "float32" or "bfloat16"; empty when the request had no
+    message or the record predates this field.
+    """
+    def __init__(
+        self,
+        *,
+        scoring: _builtins.str = ...,
+        context_encoder: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_encoder", b"context_encoder", "scoring", b"scoring"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Arithmetic: _TypeAlias = Arithmetic  # noqa: Y015
 
 @_typing.final
 class GetRecommendationRequest(_message.Message):

@@ -349,6 +349,9 @@ def record_msg(r: DecisionRecord) -> audit_pb2.DecisionRecord:
             for o in r.outcomes
         ],
         catalog_version=r.catalog_version,
+        arithmetic=audit_pb2.Arithmetic(
+            scoring=r.arithmetic.scoring, context_encoder=r.arithmetic.context_encoder
+        ),
     )
 
 
