@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from memcrm.core.settings import Settings
 from memcrm.core.types import EMBEDDING_DIM, Channel, Direction
 from memcrm.decisions.catalog import BUILTIN_CATALOG, Action
 from memcrm.models.nba import (
+    DEFAULT_SCORING_PRECISION,
     ArtifactIntegrityError,
     MemoryFeatures,
     NbaScorer,
@@ -183,6 +185,8 @@ def test_each_scoring_precision_scores_the_same_model(scorer: NbaScorer) -> None
     assert np.array_equal(ends, single.logits(np.stack([np.zeros(7, bool), np.ones(7, bool)])))
     with pytest.raises(ValueError, match="precision"):
         scorer.prepare(mem, unit(3), precision="float16")  # type: ignore[arg-type]
+    # The setting's default (core cannot import the models) is the models' default.
+    assert Settings().scoring_precision == DEFAULT_SCORING_PRECISION
 
 
 def test_fast_asinh_is_asinh() -> None:

@@ -53,6 +53,8 @@ from memcrm.models.nba_net import (
 )
 
 ARTIFACT_NAME = "nba"
+MANIFEST_FORMAT = 1
+SECONDS_PER_DAY = 86_400.0
 
 # The arithmetic a decision is scored and explained in; recorded with each decision.
 ScoringPrecision = Literal["float32", "float64"]
@@ -67,10 +69,6 @@ def as_scoring_precision(value: str) -> ScoringPrecision | None:
     if value == "float64":
         return "float64"
     return None
-
-
-MANIFEST_FORMAT = 1
-SECONDS_PER_DAY = 86_400.0
 
 
 def default_artifact_dir() -> Path:
